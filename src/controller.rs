@@ -1,0 +1,306 @@
+//! The committed state and the one path by which it changes.
+//!
+//! Readers take the current `Committed` snapshot with one atomic load and never wait.
+//! Changes queue on a fair lock, so they run one at a time in arrival order, and each goes
+//! edit a copy → validate → build the generation → commit to the store → publish. A change
+//! that fails at any step leaves the published snapshot and the store untouched.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde_json::{Value, json};
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+use crate::config::dialect;
+use crate::config::edit::EditError;
+use crate::config::validate::{ConfigValidator, InvalidConfig};
+use crate::generation::{ApplyError, Generation};
+use crate::store::{HistoryEntry, Store, StoredGeneration};
+
+/// The tree a fresh state dir starts on, and the one Wharf falls back to.
+pub fn default_tree() -> Value {
+    json!({"listeners": {}, "routes": [], "applications": {}})
+}
+
+/// One committed config and the generation built from it.
+pub struct Committed {
+    /// 0 for the built-in default that was never committed.
+    pub generation: u64,
+    pub tree: Value,
+    pub live: Generation,
+}
+
+/// What a change records in the history.
+#[derive(Debug, Clone)]
+pub struct ChangeOrigin {
+    pub method: String,
+    pub path: String,
+}
+
+/// Which generation a change was made against (`If-Match`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    Any,
+    OneOf(Vec<u64>),
+}
+
+#[derive(Debug, Error)]
+pub enum ChangeError {
+    #[error("{0}")]
+    Edit(EditError),
+    #[error("{0}")]
+    Invalid(#[from] InvalidConfig),
+    #[error("the config is at generation {current}, not the one the change was made against")]
+    PreconditionFailed { current: u64 },
+    #[error("{0}")]
+    Apply(#[from] ApplyError),
+    #[error("failed to store the new configuration: {0:#}")]
+    Store(anyhow::Error),
+}
+
+#[derive(Debug, Error)]
+#[error("application \"{0}\" does not exist")]
+pub struct UnknownApplication(pub String);
+
+pub struct Controller {
+    current: ArcSwap<Committed>,
+    changes: Mutex<()>,
+    store: Store,
+    validator: ConfigValidator,
+}
+
+impl Controller {
+    /// Loads the latest stored generation, validating and building it before anything is
+    /// served. One that no longer loads is set aside and the default is committed instead.
+    pub fn start(store: Store, validator: ConfigValidator) -> anyhow::Result<Self> {
+        let committed = match store.latest()? {
+            None => Committed {
+                generation: 0,
+                live: Generation::build(&default_tree())?,
+                tree: default_tree(),
+            },
+            Some(stored) => match load(&validator, &stored) {
+                Ok(committed) => committed,
+                Err(reason) => {
+                    let generation = stored.entry.generation;
+                    tracing::error!(
+                        generation,
+                        "the stored configuration no longer loads, starting on the default \
+                         (the old record is kept in the state database): {reason}"
+                    );
+                    store.quarantine(generation, &stored.tree, &reason)?;
+                    let tree = default_tree();
+                    store.commit(generation + 1, "RECOVERY", "/config", &tree)?;
+                    Committed {
+                        generation: generation + 1,
+                        live: Generation::build(&tree)?,
+                        tree,
+                    }
+                }
+            },
+        };
+        tracing::info!(generation = committed.generation, "configuration loaded");
+        Ok(Self {
+            current: ArcSwap::from_pointee(committed),
+            changes: Mutex::new(()),
+            store,
+            validator,
+        })
+    }
+
+    /// The committed snapshot; never waits for a change in flight.
+    pub fn current(&self) -> Arc<Committed> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Applies `edit` to a copy of the committed tree and, if the result validates and
+    /// builds, commits and publishes it.
+    pub async fn change(
+        &self,
+        origin: ChangeOrigin,
+        precondition: &Precondition,
+        edit: impl FnOnce(&mut Value) -> Result<(), ChangeError>,
+    ) -> Result<Arc<Committed>, ChangeError> {
+        let _turn = self.changes.lock().await;
+        let current = self.current();
+        if let Precondition::OneOf(tags) = precondition
+            && !tags.contains(&current.generation)
+        {
+            return Err(ChangeError::PreconditionFailed {
+                current: current.generation,
+            });
+        }
+        let mut tree = current.tree.clone();
+        edit(&mut tree)?;
+        self.validator.validate(&tree)?;
+        let live = Generation::build(&tree)?;
+        let generation = current.generation + 1;
+        let (tree, _entry) = self.commit(generation, origin, tree).await?;
+        let committed = Arc::new(Committed {
+            generation,
+            tree,
+            live,
+        });
+        self.current.store(Arc::clone(&committed));
+        tracing::info!(generation, "reconfiguration done");
+        Ok(committed)
+    }
+
+    /// Runs the blocking, fsyncing commit off the async workers.
+    async fn commit(
+        &self,
+        generation: u64,
+        origin: ChangeOrigin,
+        tree: Value,
+    ) -> Result<(Value, HistoryEntry), ChangeError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let entry = store.commit(generation, &origin.method, &origin.path, &tree)?;
+            Ok((tree, entry))
+        })
+        .await
+        .map_err(|e| ChangeError::Store(anyhow::anyhow!("the commit task failed: {e}")))?
+        .map_err(ChangeError::Store)
+    }
+
+    /// Restarts one application's instances, in turn with changes.
+    ///
+    /// Until instances exist there is nothing to replace; the call still orders itself
+    /// behind changes in flight and checks the application is configured.
+    pub async fn restart(&self, name: &str) -> Result<(), UnknownApplication> {
+        let _turn = self.changes.lock().await;
+        if self.current().live.has_application(name) {
+            tracing::info!(application = name, "restart requested");
+            Ok(())
+        } else {
+            Err(UnknownApplication(name.to_owned()))
+        }
+    }
+
+    /// The tree of a kept generation, parsed.
+    pub fn stored_tree(&self, generation: u64) -> anyhow::Result<Option<(HistoryEntry, Value)>> {
+        let Some(stored) = self.store.generation(generation)? else {
+            return Ok(None);
+        };
+        let tree = dialect::parse(&stored.tree)
+            .map_err(|e| anyhow::anyhow!("generation {generation} is unreadable: {e}"))?;
+        Ok(Some((stored.entry, tree)))
+    }
+
+    /// Validates a tree from outside the control API (`--config`) and commits it as a
+    /// startup change; an identical tree is not committed again.
+    pub async fn apply_startup_config(&self, source: &str, body: &[u8]) -> anyhow::Result<()> {
+        let tree = dialect::parse(body).map_err(|e| anyhow::anyhow!("invalid JSON: {e}"))?;
+        if tree == self.current().tree {
+            tracing::info!("`{source}` matches the committed configuration");
+            return Ok(());
+        }
+        let origin = ChangeOrigin {
+            method: "STARTUP".to_owned(),
+            path: source.to_owned(),
+        };
+        self.change(origin, &Precondition::Any, |current| {
+            *current = tree;
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            ChangeError::Invalid(e) => anyhow::anyhow!("invalid configuration: {e}"),
+            ChangeError::Apply(e) => anyhow::anyhow!("failed to apply the configuration: {e}"),
+            other => anyhow::anyhow!("{other}"),
+        })?;
+        Ok(())
+    }
+}
+
+/// Parses, validates and builds a stored generation; the error is the reason it failed.
+fn load(validator: &ConfigValidator, stored: &StoredGeneration) -> Result<Committed, String> {
+    let tree = dialect::parse(&stored.tree).map_err(|e| format!("invalid JSON: {e}"))?;
+    validator
+        .validate(&tree)
+        .map_err(|e| format!("invalid configuration: {e}"))?;
+    let live = Generation::build(&tree).map_err(|e| format!("failed to apply: {e}"))?;
+    Ok(Committed {
+        generation: stored.entry.generation,
+        tree,
+        live,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller(dir: &std::path::Path) -> Controller {
+        let store = Store::open(dir).expect("open store");
+        Controller::start(store, ConfigValidator::new().expect("schema")).expect("start")
+    }
+
+    #[test]
+    fn a_stored_tree_that_no_longer_validates_is_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .commit_raw(7, br#"{"listeners": {}, "bogus": true}"#)
+                .expect("write");
+        }
+        let controller = controller(dir.path());
+        let current = controller.current();
+        assert_eq!(current.generation, 8);
+        assert_eq!(current.tree, default_tree());
+        let quarantined = controller.store().quarantined().expect("read");
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(quarantined[0]["generation"], 7);
+        assert!(
+            quarantined[0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("bogus: unknown parameter"))
+        );
+        let history = controller.store().history().expect("history");
+        assert_eq!(history.last().map(|e| e.method.as_str()), Some("RECOVERY"));
+    }
+
+    #[test]
+    fn a_stored_tree_that_does_not_parse_is_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store.commit_raw(3, b"{\"listeners\": ").expect("write");
+        }
+        let controller = controller(dir.path());
+        assert_eq!(controller.current().generation, 4);
+        assert_eq!(controller.current().tree, default_tree());
+    }
+
+    #[tokio::test]
+    async fn a_failed_change_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let controller = controller(dir.path());
+        let origin = ChangeOrigin {
+            method: "PUT".into(),
+            path: "/config".into(),
+        };
+        let result = controller
+            .change(origin.clone(), &Precondition::Any, |tree| {
+                tree["bogus"] = json!(1);
+                Ok(())
+            })
+            .await;
+        assert!(matches!(result, Err(ChangeError::Invalid(_))));
+        assert_eq!(controller.current().generation, 0);
+        assert!(controller.store().latest().expect("read").is_none());
+
+        let stale = Precondition::OneOf(vec![5]);
+        let result = controller.change(origin, &stale, |_| Ok(())).await;
+        assert!(matches!(
+            result,
+            Err(ChangeError::PreconditionFailed { current: 0 })
+        ));
+    }
+}

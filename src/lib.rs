@@ -1,0 +1,13 @@
+//! Wharf: a WebAssembly application server with a live REST control plane that speaks
+//! NGINX Unit's configuration API and Wasm guest ABI.
+//!
+//! `main.rs` only wires these together: `config` owns the tree and its rules, `store`
+//! its durable history, `controller` the one path by which it changes, `generation` what
+//! runs, `control` the API, `status` the counters.
+
+pub mod config;
+pub mod control;
+pub mod controller;
+pub mod generation;
+pub mod status;
+pub mod store;

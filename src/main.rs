@@ -1,0 +1,164 @@
+//! The `wharf` binary: Unit-compatible command line, logging, start-up order and signals.
+//!
+//! Start-up order matters: the stored config (then `--config`, if given) is validated and
+//! applied before the control socket opens, so a client that connects always sees the
+//! state the server actually runs.
+
+use std::fs::OpenOptions;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use wharf::config::validate::ConfigValidator;
+use wharf::control::{ControlAddress, ControlListener};
+use wharf::controller::Controller;
+use wharf::status::Counters;
+use wharf::store::Store;
+
+/// A WebAssembly application server that speaks NGINX Unit's control API.
+#[derive(Debug, Parser)]
+#[command(name = "wharf", version, about)]
+struct Cli {
+    /// Control API address: unix:/path, ip:port or [ipv6]:port [default: unix:STATEDIR/control.sock]
+    #[arg(long, value_name = "ADDRESS")]
+    control: Option<ControlAddress>,
+    /// Mode of the control socket file, in octal
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
+    control_mode: u32,
+    /// Directory for the committed config, its history and caches
+    #[arg(long, value_name = "DIR", default_value = "wharf-state")]
+    statedir: PathBuf,
+    /// Write the log to FILE (appending) instead of stderr
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Write the process id to FILE
+    #[arg(long, value_name = "FILE")]
+    pid: Option<PathBuf>,
+    /// Accepted for unitd compatibility; Wharf always stays in the foreground
+    #[arg(long)]
+    no_daemon: bool,
+    /// Directory for temporary files
+    #[arg(long, value_name = "DIR")]
+    tmpdir: Option<PathBuf>,
+    /// Accepted for unitd compatibility; has no effect
+    #[arg(long, value_name = "DIR")]
+    modulesdir: Option<PathBuf>,
+    /// Apply and commit this config file at startup; a bad file stops the server
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal file mode such as 0600"))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log.as_deref()) {
+        eprintln!("wharf: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let result = actix_web::rt::System::new().block_on(run(cli));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("wharf: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(log: Option<&Path>) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_env("WHARF_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log {
+        Some(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("failed to open the log file `{}`", path.display()))?;
+            builder.with_ansi(false).with_writer(Arc::new(file)).init();
+        }
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cli.statedir).with_context(|| {
+        format!(
+            "failed to create the state dir `{}`",
+            cli.statedir.display()
+        )
+    })?;
+    if let Some(tmpdir) = &cli.tmpdir {
+        anyhow::ensure!(
+            tmpdir.is_dir(),
+            "the tmpdir `{}` is not a directory",
+            tmpdir.display()
+        );
+    }
+    let store = Store::open(&cli.statedir)?;
+    let controller = Arc::new(Controller::start(store, ConfigValidator::new()?)?);
+    if let Some(path) = &cli.config {
+        let body = std::fs::read(path)
+            .with_context(|| format!("failed to read the config file `{}`", path.display()))?;
+        let source = path.display().to_string();
+        controller
+            .apply_startup_config(&source, &body)
+            .await
+            .with_context(|| format!("the config file `{source}` was not applied"))?;
+    }
+
+    let address = cli
+        .control
+        .unwrap_or_else(|| ControlAddress::Unix(cli.statedir.join("control.sock")));
+    let listener = ControlListener::bind(&address, cli.control_mode)?;
+    let socket_path = listener.socket_path().map(Path::to_path_buf);
+    let server = listener.serve(controller, Arc::new(Counters::default()))?;
+    let handle = server.handle();
+    let serving = actix_web::rt::spawn(server);
+    tracing::info!(%address, "controller started");
+    if let Some(pid) = &cli.pid {
+        std::fs::write(pid, format!("{}\n", std::process::id()))
+            .with_context(|| format!("failed to write the pid file `{}`", pid.display()))?;
+    }
+
+    let signal_name = wait_for_shutdown_signal().await?;
+    tracing::info!("{signal_name} received, exiting");
+    handle.stop(true).await;
+    let _ = serving.await;
+    if let Some(path) = socket_path {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(pid) = &cli.pid {
+        let _ = std::fs::remove_file(pid);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = quit.recv() => "SIGQUIT",
+    })
+}

@@ -1,0 +1,227 @@
+//! Durable state in sled under the state dir: the committed config of every kept
+//! generation with what made it, and the records set aside at startup because they no
+//! longer load.
+//!
+//! A commit writes the new generation's entry and tree, and drops the generations that
+//! fall out of the history window, in one sled batch, then flushes to disk before it
+//! returns: a crash at any instant leaves either the previous generation or the new one as
+//! the latest, never a mix, and an acknowledged change is never lost. The latest
+//! generation is simply the highest one stored.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How many committed generations are kept.
+pub const HISTORY_LEN: u64 = 100;
+
+const ENTRY: &[u8] = b"entry/";
+const TREE: &[u8] = b"tree/";
+const QUARANTINE: &[u8] = b"quarantine/";
+
+/// What made a generation: the request (or startup step) that committed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub generation: u64,
+    /// RFC 3339, UTC, to the second.
+    pub time: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// A generation read back from disk, its tree still as stored bytes.
+pub struct StoredGeneration {
+    pub entry: HistoryEntry,
+    pub tree: Vec<u8>,
+}
+
+/// A handle on the state database; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join("config.sled");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(16 * 1024 * 1024)
+            .open()
+            .with_context(|| format!("failed to open the state database `{}`", path.display()))?;
+        Ok(Self { db })
+    }
+
+    /// The most recently committed generation, if any was ever committed.
+    pub fn latest(&self) -> anyhow::Result<Option<StoredGeneration>> {
+        let last = self.db.scan_prefix(ENTRY).next_back().transpose()?;
+        match last {
+            Some((key, _)) => self.generation(decode_generation(&key)?),
+            None => Ok(None),
+        }
+    }
+
+    /// One kept generation with its tree.
+    pub fn generation(&self, generation: u64) -> anyhow::Result<Option<StoredGeneration>> {
+        let (Some(entry), Some(tree)) = (
+            self.db.get(key(ENTRY, generation))?,
+            self.db.get(key(TREE, generation))?,
+        ) else {
+            return Ok(None);
+        };
+        let entry = serde_json::from_slice(&entry).with_context(|| {
+            format!("the history entry of generation {generation} is unreadable")
+        })?;
+        Ok(Some(StoredGeneration {
+            entry,
+            tree: tree.to_vec(),
+        }))
+    }
+
+    /// The kept history, oldest first.
+    pub fn history(&self) -> anyhow::Result<Vec<HistoryEntry>> {
+        let mut entries = Vec::new();
+        for item in self.db.scan_prefix(ENTRY) {
+            let (key, bytes) = item?;
+            match serde_json::from_slice(&bytes) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => tracing::warn!(key = ?key, "skipping an unreadable history entry: {e}"),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Durably records `tree` as `generation`, dropping generations beyond the window.
+    pub fn commit(
+        &self,
+        generation: u64,
+        method: &str,
+        path: &str,
+        tree: &Value,
+    ) -> anyhow::Result<HistoryEntry> {
+        let entry = HistoryEntry {
+            generation,
+            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(key(ENTRY, generation), serde_json::to_vec(&entry)?);
+        batch.insert(key(TREE, generation), serde_json::to_vec(tree)?);
+        let oldest_kept = generation.saturating_sub(HISTORY_LEN - 1);
+        for prefix in [ENTRY, TREE] {
+            for item in self.db.range(key(prefix, 0)..key(prefix, oldest_kept)) {
+                batch.remove(item?.0);
+            }
+        }
+        self.db
+            .apply_batch(batch)
+            .context("failed to write the new configuration")?;
+        self.db
+            .flush()
+            .context("failed to flush the new configuration to disk")?;
+        Ok(entry)
+    }
+
+    /// Keeps a stored tree that no longer loads, with the reason, for inspection.
+    pub fn quarantine(&self, generation: u64, tree: &[u8], reason: &str) -> anyhow::Result<()> {
+        let record = serde_json::json!({
+            "generation": generation,
+            "time": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            "reason": reason,
+            "tree": String::from_utf8_lossy(tree),
+        });
+        self.db
+            .insert(key(QUARANTINE, generation), serde_json::to_vec(&record)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Records set aside by `quarantine`, oldest first.
+    pub fn quarantined(&self) -> anyhow::Result<Vec<Value>> {
+        self.db
+            .scan_prefix(QUARANTINE)
+            .map(|item| Ok(serde_json::from_slice(&item?.1)?))
+            .collect()
+    }
+
+    /// Writes a tree without validation, as an older or damaged server might have left it.
+    #[cfg(test)]
+    pub fn commit_raw(&self, generation: u64, tree: &[u8]) -> anyhow::Result<()> {
+        let entry = HistoryEntry {
+            generation,
+            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            method: "PUT".to_owned(),
+            path: "/config".to_owned(),
+        };
+        self.db
+            .insert(key(ENTRY, generation), serde_json::to_vec(&entry)?)?;
+        self.db.insert(key(TREE, generation), tree)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn key(prefix: &[u8], generation: u64) -> Vec<u8> {
+    [prefix, &generation.to_be_bytes()].concat()
+}
+
+fn decode_generation(key: &[u8]) -> anyhow::Result<u64> {
+    let bytes = key
+        .get(ENTRY.len()..)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .context("a history key in the state database is malformed")?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keeps_the_last_hundred_generations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        assert!(store.latest().expect("read").is_none());
+        for generation in 1..=105 {
+            store
+                .commit(generation, "PUT", "/config", &json!({"n": generation}))
+                .expect("commit");
+        }
+        let history = store.history().expect("history");
+        assert_eq!(history.len(), 100);
+        assert_eq!(history[0].generation, 6);
+        assert!(store.generation(5).expect("read").is_none());
+        let latest = store.latest().expect("read").expect("some");
+        assert_eq!(latest.entry.generation, 105);
+        assert_eq!(latest.tree, br#"{"n":105}"#);
+    }
+
+    #[test]
+    fn survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .commit(1, "PUT", "/config", &json!({"a": 1}))
+                .expect("commit");
+            store
+                .quarantine(1, b"{bad", "does not parse")
+                .expect("quarantine");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let latest = store.latest().expect("read").expect("some");
+        assert_eq!(
+            (latest.entry.generation, latest.entry.method.as_str()),
+            (1, "PUT")
+        );
+        assert_eq!(
+            store.quarantined().expect("read")[0]["reason"],
+            "does not parse"
+        );
+    }
+}
