@@ -1,5 +1,5 @@
-//! Validation of a whole config tree: the JSON Schema in `schema/` first, then the
-//! cross-references (`references`).
+//! Validation of a whole config tree: the JSON Schema in `schema/` first, then the rules
+//! it cannot state (`constraints`), then the cross-references (`references`).
 //!
 //! Errors become one plain sentence prefixed with the JSON path of the offending value.
 //! The schema carries its own wording: a node may hold an `errorMessage` annotation, a
@@ -11,7 +11,7 @@ use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 use thiserror::Error;
 
-use super::references;
+use super::{constraints, references};
 
 /// The schema of the whole config, the single source of truth for its shape.
 pub const SCHEMA: &str = include_str!("../../schema/config.schema.json");
@@ -45,7 +45,9 @@ impl ConfigValidator {
                 detail: self.describe(&error),
             });
         }
-        references::check(tree).map_err(|detail| InvalidConfig { detail })
+        constraints::check(tree)
+            .and_then(|()| references::check(tree))
+            .map_err(|detail| InvalidConfig { detail })
     }
 
     fn describe(&self, error: &ValidationError<'_>) -> String {
