@@ -33,7 +33,11 @@ pub async fn dispatch(
     let segments = path::normalize(&raw_path);
     let reply = match segments.split_first() {
         None => root(&request, &state),
-        Some((&"config", rest)) => config(&request, payload, &state, &segments, rest).await,
+        Some((&"config", rest)) => {
+            let reply = config(&request, payload, &state, &segments, rest).await;
+            // Every /config answer says which generation it was made against.
+            reply.or_generation(state.controller.current().generation)
+        }
         Some((&"status", rest)) => status(&request, &state, rest),
         Some((&"control", rest)) => control(&request, &state, rest).await,
         Some((&"history", rest)) => history(&request, &state, rest).await,

@@ -73,6 +73,12 @@ impl Reply {
         self
     }
 
+    /// Sets the generation unless the reply already names one.
+    pub fn or_generation(mut self, generation: u64) -> Self {
+        self.generation.get_or_insert(generation);
+        self
+    }
+
     pub fn into_response(self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status);
         builder.insert_header(ContentType::json());

@@ -1,0 +1,301 @@
+//! The command line: flags, `--config` at startup, signals, the socket's mode, the pid
+//! and log files, and a TCP control address.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{
+    BIN, Conn, Server, assert_done, default_config, echo_config, free_port, run_bin, wait_until,
+};
+
+#[test]
+fn version_prints_the_version_and_exits_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_bin(&["--version".into()], dir.path());
+    assert!(
+        out.status.success(),
+        "--version exited with {}: {out:?}",
+        out.status
+    );
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains(env!("CARGO_PKG_VERSION")),
+        "--version must print {}: {out:?}",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+#[test]
+fn an_unknown_flag_exits_nonzero_with_a_message_before_listening() {
+    let builder = Server::builder().arg("--no-such-flag");
+    let sock = builder.dir().join("control.sock");
+    let (out, _dir) = builder.run_to_exit();
+    assert!(!out.status.success(), "an unknown flag must fail: {out:?}");
+    assert!(
+        out.stderr.contains("no-such-flag"),
+        "stderr must name the flag: {out:?}"
+    );
+    assert!(
+        !sock.exists(),
+        "a bad command line must fail before the socket is bound"
+    );
+}
+
+#[test]
+fn the_log_says_controller_started() {
+    let server = Server::start();
+    assert!(
+        wait_until(Duration::from_secs(30), || server
+            .current_log()
+            .contains("controller started")),
+        "stderr never said `controller started`:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_config_file_is_applied_and_committed_at_startup() {
+    let builder = Server::builder();
+    let file = builder.dir().join("wharf.json");
+    let config = echo_config();
+    fs::write(&file, serde_json::to_vec_pretty(&config).expect("json")).expect("write config");
+    let fresh_generation = Server::start().generation();
+    let mut server = builder.arg("--config").arg(&file).start();
+    let (tree, g) = server.snapshot();
+    assert_eq!(tree, config);
+    assert!(
+        g > fresh_generation,
+        "applying --config is a commit: generation {g}"
+    );
+    let resp = server.get(&format!("/history/{g}"));
+    assert_eq!(
+        resp.status, 200,
+        "the startup commit is in the history: {resp}"
+    );
+    assert_eq!(resp.json()["config"], config);
+
+    // Committed: it survives a restart without --config.
+    let args = vec!["--config".into(), file.clone().into_os_string()];
+    server.set_args(Vec::new());
+    server.restart();
+    assert_eq!(server.config(), config);
+
+    // And given again, it replaces whatever was committed since.
+    assert_done(&server.put("/config/applications/echo/processes", "2"));
+    server.set_args(args);
+    server.restart();
+    assert_eq!(server.config(), config);
+}
+
+#[test]
+fn a_config_file_in_unit_dialect_is_accepted() {
+    let builder = Server::builder();
+    let file = builder.dir().join("wharf.json");
+    let text = "\u{FEFF}// Unit-style config\n{\n  \"listeners\": {}, /* none yet */\n  \"routes\": [{\"action\": {\"return\": 204},},],\n  \"applications\": {},\n}\n";
+    fs::write(&file, text).expect("write config");
+    let server = builder.arg("--config").arg(&file).start();
+    assert_eq!(
+        server.config(),
+        json!({"listeners": {}, "routes": [{"action": {"return": 204}}], "applications": {}})
+    );
+}
+
+#[test]
+fn a_bad_config_file_exits_nonzero_names_the_problem_and_commits_nothing() {
+    let mut server = Server::start();
+    server.load(&echo_config());
+    let before = server.snapshot();
+    server.sigterm();
+
+    let dir = server.dir().to_path_buf();
+    let cases: [(&str, String, &str); 4] = [
+        ("broken-syntax.conf", r#"{"listeners": "#.to_string(), "json"),
+        (
+            "unknown-member.json",
+            json!({"listeners": {}, "routes": [], "applications": {}, "bogus_member": 1}).to_string(),
+            "bogus_member",
+        ),
+        (
+            "missing-app.json",
+            json!({"listeners": {"127.0.0.1:1": {"pass": "applications/nowhere"}}, "routes": [], "applications": {}})
+                .to_string(),
+            "nowhere",
+        ),
+        ("does-not-exist.json", String::new(), "does-not-exist.json"),
+    ];
+    for (name, text, needle) in cases {
+        let file = dir.join(name);
+        if !text.is_empty() {
+            fs::write(&file, text).expect("write config");
+        }
+        let out = server.run_to_exit(&["--config".into(), file.into()]);
+        assert!(
+            !out.status.success(),
+            "{name}: a bad --config must fail: {out:?}"
+        );
+        assert!(
+            out.stderr.to_lowercase().contains(&needle.to_lowercase()),
+            "{name}: stderr must name the problem ({needle:?}): {out:?}"
+        );
+        assert!(
+            !server.sock().exists(),
+            "{name}: the control socket must not be left behind"
+        );
+    }
+
+    // Nothing was committed: a normal start serves the old tree.
+    server.start_again();
+    server.assert_unchanged(&before, "bad --config files");
+}
+
+#[test]
+fn sigterm_sigint_and_sigquit_exit_0_and_remove_the_socket() {
+    for signal in ["TERM", "INT", "QUIT"] {
+        let mut server = Server::start();
+        assert!(server.sock().exists());
+        let status = server.stop_with(signal);
+        assert!(
+            status.success(),
+            "SIG{signal}: exit status {status}\n{}",
+            server.log()
+        );
+        assert!(
+            !server.sock().exists(),
+            "SIG{signal}: the socket file must be removed"
+        );
+    }
+}
+
+#[test]
+fn sigterm_exits_even_with_a_client_connection_open() {
+    let mut server = Server::start();
+    let mut idle = server.conn();
+    let resp = idle.request("GET", "/config", &[], None).expect("GET");
+    assert_eq!(resp.status, 200, "{resp}");
+    let mut half = server.conn();
+    half.send(b"PUT /config HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .expect("send half a request");
+    // `stop_with` allows a generous bound; the server must not wait on these clients
+    // forever.
+    let status = server.stop_with("TERM");
+    assert!(status.success(), "exit status {status}\n{}", server.log());
+    assert!(!server.sock().exists(), "the socket file must be removed");
+}
+
+#[test]
+fn the_control_socket_is_0600_by_default() {
+    let server = Server::start();
+    let mode = fs::metadata(server.sock())
+        .expect("socket metadata")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "socket mode is {mode:o}");
+}
+
+#[test]
+fn control_mode_sets_the_socket_mode() {
+    let server = Server::builder().arg("--control-mode").arg("0660").start();
+    let mode = fs::metadata(server.sock())
+        .expect("socket metadata")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660, "socket mode is {mode:o}");
+}
+
+#[test]
+fn the_pid_file_holds_the_pid() {
+    let builder = Server::builder();
+    let pid_file = builder.dir().join("wharf.pid");
+    let server = builder.arg("--pid").arg(&pid_file).start();
+    let want = server.pid().to_string();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            fs::read_to_string(&pid_file).is_ok_and(|s| s.trim() == want)
+        }),
+        "pid file {} does not hold {want}: {:?}",
+        pid_file.display(),
+        fs::read_to_string(&pid_file)
+    );
+}
+
+#[test]
+fn the_log_file_receives_the_log() {
+    let builder = Server::builder();
+    let log = builder.dir().join("wharf.log");
+    let server = builder.arg("--log").arg(&log).start();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            fs::read_to_string(&log).is_ok_and(|s| s.contains("controller started"))
+        }),
+        "--log file never said `controller started`: {:?}",
+        fs::read_to_string(&log)
+    );
+    assert_eq!(server.config(), default_config());
+}
+
+/// Kills a child started by hand when the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_tcp_control_address_works_and_warns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let statedir = dir.path().join("state");
+    fs::create_dir_all(&statedir).expect("statedir");
+    let log = dir.path().join("stderr.log");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let args: Vec<OsString> = vec![
+        "--control".into(),
+        addr.clone().into(),
+        "--statedir".into(),
+        statedir.into(),
+        "--no-daemon".into(),
+    ];
+    let child = Command::new(BIN)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn wharf");
+    let _guard = KillOnDrop(child);
+    let read_log = || fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(60), || Conn::open_tcp(&addr).is_ok()),
+        "wharf never accepted on {addr}:\n{}",
+        read_log()
+    );
+    let mut conn = Conn::open_tcp(&addr).expect("connect");
+    let resp = conn
+        .request("GET", "/config", &[], None)
+        .expect("GET over TCP");
+    assert_eq!(resp.status, 200, "{resp}");
+    assert_eq!(resp.json(), default_config());
+    let resp = conn
+        .request(
+            "PUT",
+            "/config/routes",
+            &[],
+            Some(br#"[{"action": {"return": 204}}]"#),
+        )
+        .expect("PUT over TCP");
+    assert_done(&resp);
+    assert!(
+        read_log().to_lowercase().contains("warn"),
+        "a TCP control socket has no authentication: the log must warn:\n{}",
+        read_log()
+    );
+}
