@@ -62,7 +62,7 @@ fn the_log_says_controller_started() {
 fn a_config_file_is_applied_and_committed_at_startup() {
     let builder = Server::builder();
     let file = builder.dir().join("wharf.json");
-    let config = echo_config();
+    let config = echo_config(builder.dir());
     fs::write(&file, serde_json::to_vec_pretty(&config).expect("json")).expect("write config");
     let fresh_generation = Server::start().generation();
     let mut server = builder.arg("--config").arg(&file).start();
@@ -108,7 +108,7 @@ fn a_config_file_in_unit_dialect_is_accepted() {
 #[test]
 fn a_bad_config_file_exits_nonzero_names_the_problem_and_commits_nothing() {
     let mut server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let before = server.snapshot();
     server.sigterm();
 

@@ -8,7 +8,7 @@ use std::thread;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Conn, Server, assert_done, wasm_app};
+use crate::harness::{Conn, Server, assert_done, guest_app, guest_file, path_str, wasm_app};
 
 #[test]
 fn thirty_concurrent_posts_all_land() {
@@ -69,8 +69,9 @@ fn concurrent_puts_to_different_members_all_land() {
         .map(|i| {
             let barrier = Arc::clone(&barrier);
             let mut conn = server.conn();
+            let module = path_str(&guest_file(server.dir(), &format!("app{i}.wasm")));
             thread::spawn(move || {
-                let body = wasm_app(&format!("/tmp/app{i}.wasm")).to_string();
+                let body = wasm_app(&module).to_string();
                 barrier.wait();
                 conn.request(
                     "PUT",
@@ -89,7 +90,7 @@ fn concurrent_puts_to_different_members_all_land() {
     for i in 0..n {
         assert_eq!(
             apps[format!("app{i}")],
-            wasm_app(&format!("/tmp/app{i}.wasm")),
+            wasm_app(&path_str(&server.dir().join(format!("app{i}.wasm")))),
             "app{i} was lost: {apps}"
         );
     }
@@ -128,13 +129,14 @@ fn gets_during_changes_never_fail_and_match_their_etag() {
         })
         .collect();
 
+    let app = guest_app(server.dir(), "x.wasm");
     let mut written: HashMap<u64, Value> = HashMap::new();
     written.insert(g0, initial);
     for i in 0..40u16 {
         let config = json!({
             "listeners": {},
             "routes": [{"action": {"return": 200 + i}}],
-            "applications": {format!("app{i}"): wasm_app("/tmp/x.wasm")}
+            "applications": {format!("app{i}"): app.clone()}
         });
         let resp = server.put_json("/config", &config);
         assert_done(&resp);

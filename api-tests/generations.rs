@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Response, Server, assert_done, assert_error, echo_config, wasm_app};
+use crate::harness::{Response, Server, assert_done, assert_error, echo_config, guest_app};
 
 const PRECONDITION: &str = "Precondition failed.";
 
@@ -137,7 +137,7 @@ fn config_responses_carry_the_generation_as_etag() {
     assert_eq!(server.get("/config/listeners").etag(), g);
     assert_eq!(server.get("/config/routes/").etag(), g);
 
-    let resp = server.put_json("/config", &echo_config());
+    let resp = server.put_json("/config", &echo_config(server.dir()));
     assert_done(&resp);
     assert_eq!(
         resp.etag(),
@@ -158,7 +158,7 @@ fn config_responses_carry_the_generation_as_etag() {
 #[test]
 fn config_error_responses_carry_the_current_etag_too() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let g = server.generation();
     let stale = format!("\"{}\"", g + 7);
     let mut missing = Vec::new();
@@ -205,7 +205,7 @@ fn config_error_responses_carry_the_current_etag_too() {
 #[test]
 fn refused_changes_do_not_commit() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let before = server.snapshot();
     let history_before = history(&server);
     for (method, path, body) in [
@@ -230,7 +230,7 @@ fn refused_changes_do_not_commit() {
 #[test]
 fn if_match_with_the_current_generation_applies() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let g = server.generation();
     let resp = with_if_match(
         &server,
@@ -266,7 +266,7 @@ fn if_match_with_the_current_generation_applies() {
 #[test]
 fn if_match_with_another_generation_is_412_and_changes_nothing() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     assert_done(&server.post("/config/routes", r#"{"action": {"return": 204}}"#));
     let before = server.snapshot();
     let g = before.1;
@@ -309,7 +309,7 @@ fn if_match_with_another_generation_is_412_and_changes_nothing() {
 #[test]
 fn if_match_star_always_matches() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let g = server.generation();
     assert_done(&with_if_match(
         &server,
@@ -341,7 +341,11 @@ fn history_records_each_commit() {
     let start_len = history(&server).len();
     let mut trees: HashMap<u64, Value> = HashMap::new();
     let changes: [(&str, &str, Option<String>); 5] = [
-        ("PUT", "/config", Some(echo_config().to_string())),
+        (
+            "PUT",
+            "/config",
+            Some(echo_config(server.dir()).to_string()),
+        ),
         (
             "POST",
             "/config/routes",
@@ -356,7 +360,7 @@ fn history_records_each_commit() {
         (
             "PUT",
             "/config/applications/other",
-            Some(wasm_app("/tmp/o.wasm").to_string()),
+            Some(guest_app(server.dir(), "o.wasm").to_string()),
         ),
     ];
     let mut gens = Vec::new();
@@ -412,7 +416,7 @@ fn history_records_each_commit() {
 #[test]
 fn unknown_history_entries_are_404() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let g = server.generation();
     for path in [
         format!("/history/{}", g + 1),
@@ -479,7 +483,7 @@ fn history_keeps_the_last_100_commits() {
 #[test]
 fn restore_creates_a_new_generation_with_the_old_tree() {
     let server = Server::start();
-    let tree_a = echo_config();
+    let tree_a = echo_config(server.dir());
     server.load(&tree_a);
     let a = server.generation();
     assert_done(&server.put("/config/applications/echo/processes", "3"));
@@ -518,7 +522,7 @@ fn restore_creates_a_new_generation_with_the_old_tree() {
 #[test]
 fn restore_honours_if_match() {
     let server = Server::start();
-    let config = echo_config();
+    let config = echo_config(server.dir());
     server.load(&config);
     let a = server.generation();
     assert_done(&server.put("/config/applications/echo/processes", "3"));

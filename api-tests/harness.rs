@@ -41,7 +41,9 @@ pub fn default_config() -> Value {
     json!({"listeners": {}, "routes": [], "applications": {}})
 }
 
-/// A valid `wasm` application (the module file need not exist yet).
+/// A `wasm` application on this module file, with the `luw_*` handler names every test
+/// guest (and every example guest) exports. Applying a config compiles and starts every
+/// app, so the file must exist and be a valid guest: see [`guest_file`].
 pub fn wasm_app(module: &str) -> Value {
     json!({
         "type": "wasm",
@@ -60,13 +62,32 @@ pub fn free_port() -> u16 {
 }
 
 /// A valid config: one listener (on a new free port at each call, so keep the value
-/// rather than calling this twice to compare) passing to the `echo` app.
-pub fn echo_config() -> Value {
+/// rather than calling this twice to compare) passing to the `echo` app, whose module is
+/// the minimal WAT guest written to `<dir>/echo.wasm` (see [`echo_module`]).
+pub fn echo_config(dir: &Path) -> Value {
     json!({
         "listeners": {listener_key(): {"pass": "applications/echo"}},
         "routes": [],
-        "applications": {"echo": wasm_app("/tmp/echo.wasm")}
+        "applications": {"echo": wasm_app(&echo_module(dir))}
     })
+}
+
+/// Writes the minimal guest to `<dir>/echo.wasm` and returns that path: the module of
+/// [`echo_config`]'s app.
+pub fn echo_module(dir: &Path) -> String {
+    path_str(&guest_file(dir, "echo.wasm"))
+}
+
+/// Writes the minimal guest to `<dir>/<name>` and returns a `wasm` app on it.
+pub fn guest_app(dir: &Path, name: &str) -> Value {
+    wasm_app(&path_str(&guest_file(dir, name)))
+}
+
+/// A path as the `&str` a config holds (temp dirs are always UTF-8 here).
+pub fn path_str(path: &Path) -> String {
+    path.to_str()
+        .unwrap_or_else(|| panic!("{} is not UTF-8", path.display()))
+        .to_string()
 }
 
 /// A listener key on a free local port.
@@ -279,6 +300,13 @@ impl Conn {
     /// A connection to a TCP control address.
     pub fn open_tcp(addr: &str) -> io::Result<Conn> {
         Conn::with(Stream::Tcp(TcpStream::connect(addr)?))
+    }
+
+    /// A connection over an existing TCP stream, with bytes already read from it.
+    pub fn from_tcp(stream: TcpStream, buffered: Vec<u8>) -> io::Result<Conn> {
+        let mut conn = Conn::with(Stream::Tcp(stream))?;
+        conn.buf = buffered;
+        Ok(conn)
     }
 
     fn with(stream: Stream) -> io::Result<Conn> {
@@ -957,5 +985,314 @@ impl Drop for Server {
                 self.log()
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Guests
+// ---------------------------------------------------------------------------------------
+
+/// Guest address of the shared buffer: what every WAT guest's `luw_malloc_handler` returns.
+pub const WAT_BUFFER: u32 = 1024;
+
+/// Where the WAT guests keep their canned response: above the end of the shared buffer
+/// (1024 + 32 MiB + 64 KiB), inside their 600-page (37.5 MiB) memory, so that a request
+/// written into the buffer never overwrites it.
+pub const WAT_CANNED: u32 = 36_000_000;
+
+/// What the minimal WAT guest answers every request with (`text/plain`, status 200).
+pub const WAT_BODY: &str = "Hello from the WAT guest\n";
+
+/// Offset, from the buffer, of the canned body struct once `$copy_canned` ran (the
+/// canned headers struct is at offset 0).
+pub const WAT_BODY_OFFSET: u32 = 64;
+
+/// The canned response: a headers struct (`Content-Type: text/plain`; names and values
+/// relative to the struct, as Unit reads them) padded to 64 bytes, then a body struct.
+fn wat_canned() -> Vec<u8> {
+    let (name, value) = (&b"Content-Type"[..], &b"text/plain"[..]);
+    let mut out = Vec::new();
+    for word in [
+        1,
+        20,
+        name.len() as u32,
+        20 + name.len() as u32,
+        value.len() as u32,
+    ] {
+        out.extend(word.to_le_bytes());
+    }
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
+    out.resize(WAT_BODY_OFFSET as usize, 0);
+    out.extend((WAT_BODY.len() as u32).to_le_bytes());
+    out.extend_from_slice(WAT_BODY.as_bytes());
+    out
+}
+
+/// Bytes as a WAT string literal (every byte escaped).
+pub fn wat_bytes(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for b in bytes {
+        out.push_str(&format!("\\{b:02x}"));
+    }
+    out.push('"');
+    out
+}
+
+/// A Unit-ABI guest in WebAssembly text, built from parts so that tests can make it
+/// misbehave in one place. It imports all five `env` functions (`$init_mem_size`,
+/// `$set_status`, `$send_headers`, `$send_response`, `$response_end`), exports `memory`
+/// (600 pages), `luw_request_handler`, `luw_malloc_handler` and `luw_free_handler`, and
+/// has helpers: `$copy_canned (addr)` copies the canned response into the buffer
+/// (headers struct at offset 0, body struct at [`WAT_BODY_OFFSET`]), `$respond (addr)`
+/// copies and sends it all (headers, body, end), `$first_call (addr) -> i32` tells the
+/// first call of a request from later body chunks.
+pub struct Wat {
+    /// Body of `luw_request_handler (param $addr i32) (result i32)`.
+    pub handler: String,
+    /// Body of `luw_malloc_handler (param $size i32) (result i32)`.
+    pub malloc: String,
+    /// More imports (they must come before any definition).
+    pub imports: String,
+    /// More module fields (functions, exports, ...).
+    pub extra: String,
+}
+
+impl Default for Wat {
+    /// The minimal guest: checks the init mem size, answers [`WAT_BODY`] on the first
+    /// call of each request, ignores later body chunks.
+    fn default() -> Wat {
+        Wat {
+            handler: "
+    (if (i32.ne (call $init_mem_size) (i32.const 33554432))
+      (then (return (i32.const 1))))
+    (if (call $first_call (local.get $addr))
+      (then (call $respond (local.get $addr))))
+    (i32.const 0)"
+                .to_string(),
+            malloc: format!("(i32.const {WAT_BUFFER})"),
+            imports: String::new(),
+            extra: String::new(),
+        }
+    }
+}
+
+impl Wat {
+    /// The default guest with another request handler body.
+    pub fn with_handler(handler: &str) -> Wat {
+        Wat {
+            handler: handler.to_string(),
+            ..Wat::default()
+        }
+    }
+
+    /// The module's text.
+    pub fn render(&self) -> String {
+        let canned = wat_canned();
+        format!(
+            r#"(module
+  (import "env" "nxt_wasm_get_init_mem_size" (func $init_mem_size (result i32)))
+  (import "env" "nxt_wasm_set_resp_status" (func $set_status (param i32)))
+  (import "env" "nxt_wasm_send_headers" (func $send_headers (param i32)))
+  (import "env" "nxt_wasm_send_response" (func $send_response (param i32)))
+  (import "env" "nxt_wasm_response_end" (func $response_end))
+  {imports}
+  (memory (export "memory") 600)
+  (data (i32.const {WAT_CANNED}) {canned_text})
+  (func $copy_canned (param $addr i32)
+    (memory.copy (local.get $addr) (i32.const {WAT_CANNED}) (i32.const {canned_len})))
+  (func $first_call (param $addr i32) (result i32)
+    (i64.eq (i64.load offset=72 (local.get $addr))
+            (i64.extend_i32_u (i32.load offset=80 (local.get $addr)))))
+  (func $respond (param $addr i32)
+    (call $copy_canned (local.get $addr))
+    (call $send_headers (i32.const 0))
+    (call $send_response (i32.const {WAT_BODY_OFFSET}))
+    (call $response_end))
+  (func (export "luw_malloc_handler") (param $size i32) (result i32)
+    {malloc})
+  (func (export "luw_free_handler") (param $ptr i32))
+  (func (export "luw_request_handler") (param $addr i32) (result i32)
+    {handler})
+  {extra}
+)
+"#,
+            imports = self.imports,
+            canned_text = wat_bytes(&canned),
+            canned_len = canned.len(),
+            malloc = self.malloc,
+            handler = self.handler,
+            extra = self.extra,
+        )
+    }
+}
+
+/// Writes `text` to `<dir>/<name>` (creating parent dirs) and returns the path. A file
+/// that already holds exactly `text` is left alone (the server may be reading it).
+pub fn write_file(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    if fs::read(&path).is_ok_and(|old| old == text) {
+        return path;
+    }
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
+    }
+    fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
+
+/// Writes the minimal valid guest (WAT, which Wharf accepts as a module) to
+/// `<dir>/<name>` and returns its path. See [`Wat`].
+pub fn guest_file(dir: &Path, name: &str) -> PathBuf {
+    write_file(dir, name, Wat::default().render().as_bytes())
+}
+
+/// The path of an example guest built from `examples/guests/<name>` by
+/// `scripts/build-examples` (`hello`, `echo`, `upload-reflector`, `large-upload`).
+#[track_caller]
+pub fn example_guest(name: &str) -> String {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/wasm/"))
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "the example guest {} is missing: build the examples first with \
+         `scripts/build-examples` (`scripts/test` does it before `cargo test`)",
+        path.display()
+    );
+    path_str(&path)
+}
+
+/// A `wasm` app on an example guest, with the `luw_*` handler names.
+pub fn example_app(name: &str) -> Value {
+    wasm_app(&example_guest(name))
+}
+
+// ---------------------------------------------------------------------------------------
+// The data plane
+// ---------------------------------------------------------------------------------------
+
+/// A free TCP port on `[::1]`.
+pub fn free_port_v6() -> u16 {
+    let listener = std::net::TcpListener::bind("[::1]:0").expect("bind [::1]:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// Opens a client connection to a listener given by its config key (`127.0.0.1:p`,
+/// `[::1]:p`, `*:p` (reached on 127.0.0.1) or `unix:/path`).
+pub fn connect_listener(key: &str) -> io::Result<Conn> {
+    if let Some(path) = key.strip_prefix("unix:") {
+        Conn::open(Path::new(path))
+    } else if let Some(port) = key.strip_prefix("*:") {
+        Conn::open_tcp(&format!("127.0.0.1:{port}"))
+    } else {
+        Conn::open_tcp(key)
+    }
+}
+
+/// One request to a listener on a fresh connection (`Host: localhost` is added).
+pub fn fetch(
+    key: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> io::Result<Response> {
+    connect_listener(key)?.request(method, target, headers, body)
+}
+
+/// `GET target` on a fresh connection to a listener; an I/O error fails the test.
+#[track_caller]
+pub fn get_from(key: &str, target: &str) -> Response {
+    fetch(key, "GET", target, &[], None).unwrap_or_else(|e| panic!("GET {target} on {key}: {e}"))
+}
+
+/// The bytes of a request with exactly these header lines (no `Host` added); a body
+/// gets a `Content-Length` after them.
+pub fn raw_request(
+    method: &str,
+    target: &[u8],
+    headers: &[(&[u8], &[u8])],
+    body: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut out = method.as_bytes().to_vec();
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (n, v) in headers {
+        out.extend_from_slice(n);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(body) = body {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    if let Some(body) = body {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// The resident set size of a process, from `/proc/<pid>/status` (`VmRSS`), in KiB.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// FNV-1a, 64 bits, fed piece by piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fnv1a64(pub u64);
+
+impl Default for Fnv1a64 {
+    fn default() -> Fnv1a64 {
+        Fnv1a64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a64 {
+    pub fn update(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut h = Fnv1a64::default();
+        h.update(bytes);
+        h.0
+    }
+}
+
+/// A deterministic byte stream (xorshift64*), to send large bodies without holding them.
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Noise {
+        Noise(seed | 1)
+    }
+
+    /// Fills `buf` with the next bytes of the stream (`buf.len()` a multiple of 8).
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for word in buf.chunks_exact_mut(8) {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            word.copy_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+    }
+
+    /// The first `len` bytes of a fresh stream with this seed.
+    pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0; len.next_multiple_of(8)];
+        Noise::new(seed).fill(&mut buf);
+        buf.truncate(len);
+        buf
     }
 }

@@ -20,13 +20,13 @@ const STALL_LIMIT: Duration = Duration::from_secs(70);
 
 fn echo_server() -> (Server, (Value, u64)) {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let snap = server.snapshot();
     (server, snap)
 }
 
 /// A body of exactly `len` bytes: whitespace, then a valid config that differs from
-/// `echo_config()` (so a body wrongly accepted shows up as a change).
+/// `echo_config` (so a body wrongly accepted shows up as a change).
 fn padded_config(len: usize) -> Vec<u8> {
     let tail =
         json!({"listeners": {}, "routes": [{"action": {"return": 299}}], "applications": {}})
@@ -194,7 +194,7 @@ fn huge_numbers_change_nothing() {
 fn a_1_mib_object_key_changes_nothing() {
     let (server, before) = echo_server();
     let key = "k".repeat(MIB);
-    let mut config = echo_config();
+    let mut config = echo_config(server.dir());
     config[&key] = json!(1);
     let resp = server.put_json("/config", &config);
     assert_error(&resp, 400, "Invalid configuration.");

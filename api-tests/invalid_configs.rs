@@ -41,7 +41,7 @@ fn every_invalid_config_is_refused_with_its_detail() {
     }
 
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let mut before = server.snapshot();
     for case in cases {
         let name = case
@@ -86,7 +86,7 @@ fn every_invalid_config_is_refused_with_its_detail() {
                 if tree != before.0 || generation != Some(format!("\"{}\"", before.1)) {
                     problems.push(format!("{name}: the committed tree or generation changed"));
                     // Go on from the new state so one failure is not reported for every case.
-                    server.load(&echo_config());
+                    server.load(&echo_config(server.dir()));
                     before = server.snapshot();
                 }
             }

@@ -4,9 +4,25 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Response, Server, assert_done, assert_error, echo_config};
+use crate::harness::{
+    Response, Server, assert_done, assert_error, echo_config, guest_file, path_str,
+};
 
 const INVALID_JSON: &str = "Invalid JSON.";
+
+/// Where the string-level cases put their odd strings: an environment variable of the
+/// echo app (a member that is not a file path, so the string can be anything; as a
+/// `module` it would have to name a real file).
+const ENV: &str = "/config/applications/echo/environment";
+const ENV_K: &str = "/config/applications/echo/environment/K";
+
+/// A body setting the app's environment to `{"K": <json_string>}`, the string as raw bytes.
+fn env_body(json_string: &[u8]) -> Vec<u8> {
+    let mut body = br#"{"K": "#.to_vec();
+    body.extend_from_slice(json_string);
+    body.push(b'}');
+    body
+}
 
 fn put_bytes(server: &Server, path: &str, body: &[u8]) -> Response {
     server.request("PUT", path, &[], Some(body))
@@ -43,10 +59,10 @@ fn assert_invalid_json(resp: &Response, what: &str) -> Value {
     loc
 }
 
-/// A server holding `echo_config()`; its snapshot.
+/// A server holding `echo_config`; its snapshot.
 fn echo_server() -> (Server, (Value, u64)) {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let snap = server.snapshot();
     (server, snap)
 }
@@ -110,13 +126,20 @@ fn comments_are_accepted() {
 #[test]
 fn comment_markers_inside_strings_are_not_comments() {
     let server = Server::start();
-    let mut config = echo_config();
-    config["applications"]["echo"]["module"] = json!("/tmp/a//b/*c*/.wasm");
-    assert_done(&server.put("/config", &config.to_string()));
+    // A real module file whose path has `//`, `/*` and `*/` in it.
+    guest_file(server.dir(), "a/b/*c*/.wasm");
+    let module = format!("{}/a//b/*c*/.wasm", path_str(server.dir()));
+    let mut config = echo_config(server.dir());
+    config["applications"]["echo"]["module"] = json!(module);
+    config["applications"]["echo"]["environment"] = json!({"K": "x//y/*z*/"});
+    let body = config.to_string();
+    assert!(body.contains("a//b/*c*/.wasm"), "{body}");
+    assert_done(&server.put("/config", &body));
     assert_eq!(
         server.get("/config/applications/echo/module").json(),
-        json!("/tmp/a//b/*c*/.wasm")
+        json!(module)
     );
+    assert_eq!(server.get(ENV_K).json(), json!("x//y/*z*/"));
 }
 
 #[test]
@@ -241,62 +264,94 @@ fn trailing_data_is_invalid_json() {
 fn unescaped_control_characters_are_invalid_json() {
     let (server, before) = echo_server();
     for c in [0x00u8, 0x01, 0x08, 0x09, 0x0a, 0x0d, 0x1f] {
-        let mut body = br#""/tmp/a"#.to_vec();
-        body.push(c);
-        body.extend_from_slice(br#"b.wasm""#);
+        let mut string = br#""/tmp/a"#.to_vec();
+        string.push(c);
+        string.extend_from_slice(br#"b.wasm""#);
         let what = format!("a raw 0x{c:02x} in a string");
-        let resp = put_bytes(&server, "/config/applications/echo/module", &body);
+        let resp = put_bytes(&server, ENV, &env_body(&string));
+        assert_invalid_json(&resp, &what);
+        server.assert_unchanged(&before, &what);
+        let resp = put_bytes(&server, "/config/applications/echo/module", &string);
         assert_invalid_json(&resp, &what);
         server.assert_unchanged(&before, &what);
     }
     // Escaped, the same characters are fine.
-    assert_done(&server.put("/config/applications/echo/module", r#""/tmp/a\tb.wasm""#));
+    assert_done(&put_bytes(
+        &server,
+        ENV,
+        &env_body(br#""/tmp/a\tb\u0001.wasm""#),
+    ));
+    assert_eq!(server.get(ENV_K).json(), json!("/tmp/a\tb\u{1}.wasm"));
+    // And in a real module's file name.
+    guest_file(server.dir(), "a\tb.wasm");
+    let dir = path_str(server.dir());
+    let body = format!(r#""{dir}/a\tb.wasm""#);
+    assert_done(&server.put("/config/applications/echo/module", &body));
+    assert_eq!(
+        server.get("/config/applications/echo/module").json(),
+        json!(format!("{dir}/a\tb.wasm"))
+    );
 }
 
 #[test]
 fn lone_surrogates_are_invalid_json() {
     let (server, before) = echo_server();
+    let strings: [&[u8]; 6] = [
+        br#""/tmp/\ud800.wasm""#,
+        br#""/tmp/\udfff.wasm""#,
+        br#""/tmp/\udc00\ud800.wasm""#,
+        br#""/tmp/\ud800\u0041.wasm""#,
+        br#""/tmp/\ud800x.wasm""#,
+        br#""/tmp/\ud800""#,
+    ];
     expect_all_invalid(
         &server,
         &before,
         "/config/applications/echo/module",
-        &[
-            br#""/tmp/\ud800.wasm""#,
-            br#""/tmp/\udfff.wasm""#,
-            br#""/tmp/\udc00\ud800.wasm""#,
-            br#""/tmp/\ud800\u0041.wasm""#,
-            br#""/tmp/\ud800x.wasm""#,
-            br#""/tmp/\ud800""#,
-        ],
+        &strings,
     );
+    let bodies: Vec<Vec<u8>> = strings.iter().map(|s| env_body(s)).collect();
+    let bodies: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    expect_all_invalid(&server, &before, ENV, &bodies);
     // A proper pair is one character.
-    assert_done(&server.put(
-        "/config/applications/echo/module",
-        r#""/tmp/\ud83d\ude00.wasm""#,
+    assert_done(&put_bytes(
+        &server,
+        ENV,
+        &env_body(br#""/tmp/\ud83d\ude00.wasm""#),
     ));
+    assert_eq!(server.get(ENV_K).json(), json!("/tmp/\u{1F600}.wasm"));
+    // And in a real module's file name.
+    guest_file(server.dir(), "\u{1F600}.wasm");
+    let dir = path_str(server.dir());
+    let body = format!(r#""{dir}/\ud83d\ude00.wasm""#);
+    assert_done(&server.put("/config/applications/echo/module", &body));
     assert_eq!(
         server.get("/config/applications/echo/module").json(),
-        json!("/tmp/\u{1F600}.wasm")
+        json!(format!("{dir}/\u{1F600}.wasm"))
     );
 }
 
 #[test]
 fn invalid_utf8_is_invalid_json() {
     let (server, before) = echo_server();
+    let strings: [&[u8]; 7] = [
+        b"\"/tmp/\xff.wasm\"",
+        b"\"/tmp/\x80.wasm\"",
+        b"\"/tmp/\xc0\xaf.wasm\"",
+        b"\"/tmp/\xed\xa0\x80.wasm\"",
+        b"\"/tmp/\xe2\x82.wasm\"",
+        b"\"/tmp/\xf5\x80\x80\x80.wasm\"",
+        b"\"/tmp/\xf0\x9f\x98.wasm\"",
+    ];
     expect_all_invalid(
         &server,
         &before,
         "/config/applications/echo/module",
-        &[
-            b"\"/tmp/\xff.wasm\"",
-            b"\"/tmp/\x80.wasm\"",
-            b"\"/tmp/\xc0\xaf.wasm\"",
-            b"\"/tmp/\xed\xa0\x80.wasm\"",
-            b"\"/tmp/\xe2\x82.wasm\"",
-            b"\"/tmp/\xf5\x80\x80\x80.wasm\"",
-            b"\"/tmp/\xf0\x9f\x98.wasm\"",
-        ],
+        &strings,
     );
+    let bodies: Vec<Vec<u8>> = strings.iter().map(|s| env_body(s)).collect();
+    let bodies: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    expect_all_invalid(&server, &before, ENV, &bodies);
     expect_all_invalid(
         &server,
         &before,
@@ -306,12 +361,24 @@ fn invalid_utf8_is_invalid_json() {
     // Valid multi-byte UTF-8 is fine.
     assert_done(&put_bytes(
         &server,
+        ENV,
+        &env_body("\"/tmp/\u{e9}\u{20ac}\u{1F600}.wasm\"".as_bytes()),
+    ));
+    assert_eq!(
+        server.get(ENV_K).json(),
+        json!("/tmp/\u{e9}\u{20ac}\u{1F600}.wasm")
+    );
+    // And in a real module's file name.
+    guest_file(server.dir(), "\u{e9}\u{20ac}\u{1F600}.wasm");
+    let module = format!("{}/\u{e9}\u{20ac}\u{1F600}.wasm", path_str(server.dir()));
+    assert_done(&put_bytes(
+        &server,
         "/config/applications/echo/module",
-        "\"/tmp/\u{e9}\u{20ac}\u{1F600}.wasm\"".as_bytes(),
+        format!("\"{module}\"").as_bytes(),
     ));
     assert_eq!(
         server.get("/config/applications/echo/module").json(),
-        json!("/tmp/\u{e9}\u{20ac}\u{1F600}.wasm")
+        json!(module)
     );
 }
 

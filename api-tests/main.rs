@@ -1,8 +1,12 @@
 //! Black-box tests of the `wharf` binary.
 //!
 //! Each test starts the real server in its own temp dir (see `harness`) and talks to
-//! it over its control socket with a small hand-written HTTP/1.1 client. The contract
-//! under test is `control-api.md` plus the binary's command line.
+//! it over its control socket and its listeners with a small hand-written HTTP/1.1
+//! client. The contract under test is `control-api.md`, `unit-abi.md` and the binary's
+//! command line. Applying a config compiles and starts every app, so every app in these
+//! tests runs a real module: the minimal WAT guest of `harness::Wat` (or a misbehaving
+//! variant of it), or an example guest built by `scripts/build-examples` into
+//! `target/wasm/` (`scripts/test` builds them before running the tests).
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,10 +16,14 @@ mod cli;
 mod concurrency;
 mod connections;
 mod generations;
+mod guests;
 mod hostile;
+mod hostile_guests;
 mod invalid_configs;
 mod json_dialect;
+mod listeners;
 mod methods;
 mod persistence;
+mod serving;
 mod status;
 mod uris;

@@ -3,7 +3,10 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, assert_done, assert_error, echo_config, listener_key, wasm_app};
+use crate::harness::{
+    Server, assert_done, assert_error, echo_config, echo_module, guest_app, guest_file,
+    listener_key, path_str, wasm_app,
+};
 
 const NOT_FOUND: &str = "Value doesn't exist.";
 const NOT_ALLOWED: &str = "Method isn't allowed.";
@@ -13,10 +16,10 @@ fn route(code: u16) -> Value {
     json!({"action": {"return": code}})
 }
 
-/// A server holding `echo_config()`, and that tree.
+/// A server holding `echo_config`, and that tree.
 fn echo_server() -> (Server, Value) {
     let server = Server::start();
-    let config = echo_config();
+    let config = echo_config(server.dir());
     server.load(&config);
     assert_eq!(server.config(), config);
     (server, config)
@@ -52,7 +55,7 @@ fn get_returns_the_value_at_the_path_with_scalars_bare() {
     let resp = server.get("/config/routes");
     assert_eq!(resp.json(), json!([]));
     let resp = server.get("/config/applications/echo");
-    let mut echo = wasm_app("/tmp/echo.wasm");
+    let mut echo = wasm_app(&echo_module(server.dir()));
     echo["processes"] = json!(3);
     assert_eq!(resp.json(), echo);
 }
@@ -79,7 +82,7 @@ fn get_of_a_missing_value_is_404() {
 #[test]
 fn put_creates_a_missing_member() {
     let (server, mut config) = echo_server();
-    let other = wasm_app("/tmp/other.wasm");
+    let other = guest_app(server.dir(), "other.wasm");
     assert_done(&server.put_json("/config/applications/other", &other));
     config["applications"]["other"] = other;
     assert_eq!(server.config(), config);
@@ -92,11 +95,12 @@ fn put_creates_a_missing_member() {
 #[test]
 fn put_replaces_an_existing_value() {
     let (server, mut config) = echo_server();
-    assert_done(&server.put("/config/applications/echo/module", r#""/tmp/v2.wasm""#));
-    config["applications"]["echo"]["module"] = json!("/tmp/v2.wasm");
+    let v2 = path_str(&guest_file(server.dir(), "v2.wasm"));
+    assert_done(&server.put_json("/config/applications/echo/module", &json!(v2)));
+    config["applications"]["echo"]["module"] = json!(v2);
     assert_eq!(server.config(), config);
 
-    let app = wasm_app("/tmp/v3.wasm");
+    let app = guest_app(server.dir(), "v3.wasm");
     assert_done(&server.put_json("/config/applications/echo", &app));
     config["applications"]["echo"] = app;
     assert_eq!(server.config(), config);
@@ -200,7 +204,7 @@ fn put_a_value_of_the_wrong_shape_is_invalid_configuration() {
 #[test]
 fn validation_details_name_the_offending_path() {
     let (server, _) = echo_server();
-    let mut app = wasm_app("/tmp/bad.wasm");
+    let mut app = guest_app(server.dir(), "bad.wasm");
     app.as_object_mut()
         .expect("object")
         .remove("request_handler");

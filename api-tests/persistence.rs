@@ -19,7 +19,7 @@ fn history(server: &Server) -> Value {
 #[test]
 fn the_tree_generation_and_history_survive_a_clean_restart() {
     let mut server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     assert_done(&server.post("/config/routes", r#"{"action": {"return": 204}}"#));
     assert_done(&server.put("/config/applications/echo/processes", "2"));
     let before = server.snapshot();
@@ -42,7 +42,7 @@ fn the_tree_generation_and_history_survive_a_clean_restart() {
 #[test]
 fn the_tree_survives_kill_9() {
     let mut server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     assert_done(&server.post("/config/routes", r#"{"action": {"return": 204}}"#));
     let before = server.snapshot();
     server.kill9();
@@ -64,7 +64,7 @@ fn an_empty_tree_is_restored_as_empty() {
 #[test]
 fn a_restore_survives_a_restart() {
     let mut server = Server::start();
-    let config = echo_config();
+    let config = echo_config(server.dir());
     server.load(&config);
     let a = server.generation();
     assert_done(&server.put("/config/applications/echo/processes", "2"));

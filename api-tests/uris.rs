@@ -5,7 +5,8 @@
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Server, assert_done, assert_error, default_config, echo_config, enc, wasm_app,
+    Server, assert_done, assert_error, default_config, echo_config, echo_module, enc, guest_app,
+    wasm_app,
 };
 
 const NOT_FOUND: &str = "Value doesn't exist.";
@@ -21,7 +22,7 @@ fn a_fresh_state_dir_serves_the_default_tree() {
 #[test]
 fn get_root_has_config_and_status() {
     let server = Server::start();
-    let config = echo_config();
+    let config = echo_config(server.dir());
     server.load(&config);
     let resp = server.get("/");
     assert_eq!(resp.status, 200, "{resp}");
@@ -63,7 +64,7 @@ fn root_allows_only_get() {
 fn config_rejects_other_methods() {
     let (server, before) = {
         let server = Server::start();
-        server.load(&echo_config());
+        server.load(&echo_config(server.dir()));
         let snap = server.snapshot();
         (server, snap)
     };
@@ -84,7 +85,7 @@ fn config_rejects_other_methods() {
 #[test]
 fn status_rejects_changes_with_invalid_method() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let before = server.snapshot();
     for path in [
         "/status",
@@ -103,7 +104,7 @@ fn status_rejects_changes_with_invalid_method() {
 #[test]
 fn unknown_uris_are_404_value_does_not_exist() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let before = server.snapshot();
     for path in [
         "/nope",
@@ -138,7 +139,7 @@ fn unknown_uris_are_404_value_does_not_exist() {
 #[test]
 fn one_trailing_slash_is_ignored() {
     let server = Server::start();
-    let config = echo_config();
+    let config = echo_config(server.dir());
     assert_done(&server.put_json("/config/", &config));
     assert_eq!(server.config(), config);
     assert_eq!(server.get("/config/").json(), config);
@@ -167,7 +168,7 @@ fn one_trailing_slash_is_ignored() {
 #[test]
 fn double_slashes_merge() {
     let server = Server::start();
-    let config = echo_config();
+    let config = echo_config(server.dir());
     server.load(&config);
     assert_eq!(server.get("//config").json(), config);
     assert_eq!(
@@ -192,7 +193,7 @@ fn double_slashes_merge() {
 #[test]
 fn dot_segments_resolve() {
     let server = Server::start();
-    let config = echo_config();
+    let config = echo_config(server.dir());
     server.load(&config);
     for (path, want) in [
         ("/config/./applications", config["applications"].clone()),
@@ -229,7 +230,7 @@ fn dot_segments_resolve() {
 #[test]
 fn the_query_string_is_ignored() {
     let server = Server::start();
-    let config = echo_config();
+    let config = echo_config(server.dir());
     server.load(&config);
     assert_eq!(server.get("/config?x=1").json(), config);
     assert_eq!(server.get("/config/?x=1&y").json(), config);
@@ -260,7 +261,7 @@ fn the_query_string_is_ignored() {
 #[test]
 fn segments_are_percent_decoded() {
     let server = Server::start();
-    let config = echo_config();
+    let config = echo_config(server.dir());
     server.load(&config);
     let key = config["listeners"]
         .as_object()
@@ -271,7 +272,7 @@ fn segments_are_percent_decoded() {
         .clone();
     assert_eq!(
         server.get("/config/applications/%65%63%68%6F").json(),
-        wasm_app("/tmp/echo.wasm")
+        wasm_app(&echo_module(server.dir()))
     );
     assert_eq!(
         server.get("/config/applications/%65cho/type").json(),
@@ -310,7 +311,7 @@ fn segments_are_percent_decoded() {
 #[test]
 fn an_encoded_slash_addresses_a_key_containing_a_slash() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let sock = server.dir().join("data-plane.sock");
     let key = format!("unix:{}", sock.display());
     let path = format!("/config/listeners/{}", enc(&key));
@@ -370,7 +371,7 @@ fn mime_types_with_a_slash_are_addressable() {
 #[test]
 fn object_members_match_exactly() {
     let server = Server::start();
-    let mut app = wasm_app("/tmp/echo.wasm");
+    let mut app = guest_app(server.dir(), "echo.wasm");
     app["environment"] = json!({"A": "upper", "a": "lower", "a b": "space", "0": "zero", "-1": "minus", "caf\u{e9}": "utf-8"});
     server.load(&json!({"listeners": {}, "routes": [], "applications": {"echo": app}}));
     let env = "/config/applications/echo/environment";
@@ -401,7 +402,7 @@ fn status_of(server: &Server, path: &str) -> Value {
 #[test]
 fn normalisation_applies_to_status_too() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let full = status_of(&server, "/status/applications/echo/processes");
     assert_eq!(
         status_of(&server, "/status//applications/./echo/processes/"),
@@ -420,7 +421,7 @@ fn normalisation_applies_to_status_too() {
 #[test]
 fn normalisation_applies_to_history_and_control_too() {
     let server = Server::start();
-    server.load(&echo_config());
+    server.load(&echo_config(server.dir()));
     let history = server.get("/history").json();
     let g = server.generation();
     for path in [

@@ -15,7 +15,10 @@ use tokio::sync::Mutex;
 use crate::config::dialect;
 use crate::config::edit::EditError;
 use crate::config::validate::{ConfigValidator, InvalidConfig};
-use crate::generation::{ApplyError, Generation};
+use crate::generation::{ApplyError, Generation, http_settings};
+use crate::http::Settings;
+use crate::listeners::Listeners;
+use crate::runtime::Runtime;
 use crate::store::{HistoryEntry, Store, StoredGeneration};
 
 /// The tree a fresh state dir starts on, and the one Wharf falls back to.
@@ -64,49 +67,97 @@ pub enum ChangeError {
 pub struct UnknownApplication(pub String);
 
 pub struct Controller {
-    current: ArcSwap<Committed>,
+    current: Arc<ArcSwap<Committed>>,
     changes: Mutex<()>,
     store: Store,
     validator: ConfigValidator,
+    runtime: Arc<Runtime>,
+    listeners: Listeners,
+    settings: Arc<ArcSwap<Settings>>,
 }
 
 impl Controller {
-    /// Loads the latest stored generation, validating and building it before anything is
-    /// served. One that no longer loads is set aside and the default is committed instead.
-    pub fn start(store: Store, validator: ConfigValidator) -> anyhow::Result<Self> {
-        let committed = match store.latest()? {
-            None => Committed {
+    /// Loads the latest stored generation, validating and building it (listeners
+    /// included) before anything is served. One that no longer loads is set aside and
+    /// the default is committed instead.
+    pub async fn start(
+        store: Store,
+        validator: ConfigValidator,
+        runtime: Arc<Runtime>,
+        listeners: Listeners,
+    ) -> anyhow::Result<Self> {
+        let controller = Self {
+            current: Arc::new(ArcSwap::from_pointee(Committed {
                 generation: 0,
-                live: Generation::build(&default_tree())?,
                 tree: default_tree(),
-            },
-            Some(stored) => match load(&validator, &stored) {
-                Ok(committed) => committed,
-                Err(reason) => {
-                    let generation = stored.entry.generation;
-                    tracing::error!(
-                        generation,
-                        "the stored configuration no longer loads, starting on the default \
-                         (the old record is kept in the state database): {reason}"
-                    );
-                    store.quarantine(generation, &stored.tree, &reason)?;
-                    let tree = default_tree();
-                    store.commit(generation + 1, "RECOVERY", "/config", &tree)?;
-                    Committed {
-                        generation: generation + 1,
-                        live: Generation::build(&tree)?,
-                        tree,
-                    }
-                }
-            },
-        };
-        tracing::info!(generation = committed.generation, "configuration loaded");
-        Ok(Self {
-            current: ArcSwap::from_pointee(committed),
+                live: Generation::empty(),
+            })),
             changes: Mutex::new(()),
             store,
             validator,
-        })
+            runtime,
+            listeners,
+            settings: Arc::new(ArcSwap::from_pointee(Settings::default())),
+        };
+        let Some(stored) = controller.store.latest()? else {
+            tracing::info!("fresh state dir: starting on the default configuration");
+            return Ok(controller);
+        };
+        let generation = stored.entry.generation;
+        if let Err(reason) = controller.load(&stored).await {
+            tracing::error!(
+                generation,
+                "the stored configuration no longer loads, starting on the default \
+                 (the old record is kept in the state database): {reason}"
+            );
+            controller
+                .store
+                .quarantine(generation, &stored.tree, &reason)?;
+            let tree = default_tree();
+            controller
+                .store
+                .commit(generation + 1, "RECOVERY", "/config", &tree)?;
+            controller.current.store(Arc::new(Committed {
+                generation: generation + 1,
+                tree,
+                live: Generation::empty(),
+            }));
+        }
+        tracing::info!(
+            generation = controller.current().generation,
+            "configuration loaded"
+        );
+        Ok(controller)
+    }
+
+    /// Parses, validates, builds and publishes a stored generation; the error is the
+    /// reason it failed.
+    async fn load(&self, stored: &StoredGeneration) -> Result<(), String> {
+        let tree = dialect::parse(&stored.tree).map_err(|e| format!("invalid JSON: {e}"))?;
+        self.validator
+            .validate(&tree)
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        let live = Generation::build(&tree, &self.runtime, None)
+            .await
+            .map_err(|e| format!("failed to apply: {e}"))?;
+        let listeners = self
+            .listeners
+            .prepare(&tree)
+            .map_err(|e| format!("failed to apply: {e}"))?;
+        self.settings.store(Arc::new(http_settings(&tree)));
+        self.current.store(Arc::new(Committed {
+            generation: stored.entry.generation,
+            tree,
+            live,
+        }));
+        self.listeners
+            .activate(listeners, &self.current, &self.settings);
+        Ok(())
+    }
+
+    /// Stops the data plane (at exit).
+    pub fn shut_down(&self) {
+        self.listeners.close_all();
     }
 
     /// The committed snapshot; never waits for a change in flight.
@@ -138,7 +189,8 @@ impl Controller {
         let mut tree = current.tree.clone();
         edit(&mut tree)?;
         self.validator.validate(&tree)?;
-        let live = Generation::build(&tree)?;
+        let live = Generation::build(&tree, &self.runtime, Some(&current.live)).await?;
+        let listeners = self.listeners.prepare(&tree)?;
         let generation = current.generation + 1;
         let (tree, _entry) = self.commit(generation, origin, tree).await?;
         let committed = Arc::new(Committed {
@@ -146,7 +198,17 @@ impl Controller {
             tree,
             live,
         });
+        self.settings
+            .store(Arc::new(http_settings(&committed.tree)));
         self.current.store(Arc::clone(&committed));
+        self.listeners
+            .activate(listeners, &self.current, &self.settings);
+        let in_use = committed
+            .live
+            .module_hashes()
+            .chain(current.live.module_hashes())
+            .collect();
+        self.runtime.retain_modules(&in_use);
         tracing::info!(generation, "reconfiguration done");
         Ok(committed)
     }
@@ -218,31 +280,22 @@ impl Controller {
     }
 }
 
-/// Parses, validates and builds a stored generation; the error is the reason it failed.
-fn load(validator: &ConfigValidator, stored: &StoredGeneration) -> Result<Committed, String> {
-    let tree = dialect::parse(&stored.tree).map_err(|e| format!("invalid JSON: {e}"))?;
-    validator
-        .validate(&tree)
-        .map_err(|e| format!("invalid configuration: {e}"))?;
-    let live = Generation::build(&tree).map_err(|e| format!("failed to apply: {e}"))?;
-    Ok(Committed {
-        generation: stored.entry.generation,
-        tree,
-        live,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn controller(dir: &std::path::Path) -> Controller {
+    async fn controller(dir: &std::path::Path) -> Controller {
         let store = Store::open(dir).expect("open store");
-        Controller::start(store, ConfigValidator::new().expect("schema")).expect("start")
+        let runtime = Arc::new(Runtime::new().expect("runtime"));
+        let listeners = Listeners::new(tokio::runtime::Handle::current(), Arc::default());
+        let validator = ConfigValidator::new().expect("schema");
+        Controller::start(store, validator, runtime, listeners)
+            .await
+            .expect("start")
     }
 
-    #[test]
-    fn a_stored_tree_that_no_longer_validates_is_set_aside() {
+    #[tokio::test]
+    async fn a_stored_tree_that_no_longer_validates_is_set_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path()).expect("open");
@@ -250,7 +303,7 @@ mod tests {
                 .commit_raw(7, br#"{"listeners": {}, "bogus": true}"#)
                 .expect("write");
         }
-        let controller = controller(dir.path());
+        let controller = controller(dir.path()).await;
         let current = controller.current();
         assert_eq!(current.generation, 8);
         assert_eq!(current.tree, default_tree());
@@ -266,14 +319,14 @@ mod tests {
         assert_eq!(history.last().map(|e| e.method.as_str()), Some("RECOVERY"));
     }
 
-    #[test]
-    fn a_stored_tree_that_does_not_parse_is_set_aside() {
+    #[tokio::test]
+    async fn a_stored_tree_that_does_not_parse_is_set_aside() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = Store::open(dir.path()).expect("open");
             store.commit_raw(3, b"{\"listeners\": ").expect("write");
         }
-        let controller = controller(dir.path());
+        let controller = controller(dir.path()).await;
         assert_eq!(controller.current().generation, 4);
         assert_eq!(controller.current().tree, default_tree());
     }
@@ -281,7 +334,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_change_changes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let controller = controller(dir.path());
+        let controller = controller(dir.path()).await;
         let origin = ChangeOrigin {
             method: "PUT".into(),
             path: "/config".into(),

@@ -3,11 +3,16 @@
 //!
 //! `main.rs` only wires these together: `config` owns the tree and its rules, `store`
 //! its durable history, `controller` the one path by which it changes, `generation` what
-//! runs, `control` the API, `status` the counters.
+//! runs, `runtime` the Wasm engine and guests, `listeners` and `http` the data plane,
+//! `control` the API, `status` the counters.
 
 pub mod config;
 pub mod control;
 pub mod controller;
 pub mod generation;
+pub mod http;
+pub mod listeners;
+pub mod runtime;
+pub mod sockets;
 pub mod status;
 pub mod store;

@@ -17,7 +17,9 @@ use tracing_subscriber::EnvFilter;
 use wharf::config::validate::ConfigValidator;
 use wharf::control::{ControlAddress, ControlListener};
 use wharf::controller::Controller;
-use wharf::status::Counters;
+use wharf::http::ConnectionStats;
+use wharf::listeners::Listeners;
+use wharf::runtime::Runtime;
 use wharf::store::Store;
 
 /// A WebAssembly application server that speaks NGINX Unit's control API.
@@ -66,7 +68,22 @@ fn main() -> std::process::ExitCode {
         eprintln!("wharf: {e:#}");
         return std::process::ExitCode::FAILURE;
     }
-    let result = actix_web::rt::System::new().block_on(run(cli));
+    // Guests and data-plane connections run on their own multi-threaded runtime; the
+    // control API keeps its own, so a busy data plane never delays reconfiguration.
+    let data_plane = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("wharf-data")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("wharf: failed to start the data-plane runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let handle = data_plane.handle().clone();
+    let result = actix_web::rt::System::new().block_on(run(cli, handle));
+    data_plane.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -98,7 +115,7 @@ fn init_logging(log: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.statedir).with_context(|| {
         format!(
             "failed to create the state dir `{}`",
@@ -113,7 +130,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     let store = Store::open(&cli.statedir)?;
-    let controller = Arc::new(Controller::start(store, ConfigValidator::new()?)?);
+    let runtime = Arc::new(Runtime::new()?);
+    let stats = Arc::new(ConnectionStats::default());
+    let listeners = Listeners::new(data_plane, Arc::clone(&stats));
+    let controller =
+        Arc::new(Controller::start(store, ConfigValidator::new()?, runtime, listeners).await?);
     if let Some(path) = &cli.config {
         let body = std::fs::read(path)
             .with_context(|| format!("failed to read the config file `{}`", path.display()))?;
@@ -129,7 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or_else(|| ControlAddress::Unix(cli.statedir.join("control.sock")));
     let listener = ControlListener::bind(&address, cli.control_mode)?;
     let socket_path = listener.socket_path().map(Path::to_path_buf);
-    let server = listener.serve(controller, Arc::new(Counters::default()))?;
+    let server = listener.serve(Arc::clone(&controller), stats)?;
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
     tracing::info!(%address, "controller started");
@@ -142,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!("{signal_name} received, exiting");
     handle.stop(true).await;
     let _ = serving.await;
+    controller.shut_down();
     if let Some(path) = socket_path {
         let _ = std::fs::remove_file(path);
     }

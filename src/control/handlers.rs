@@ -16,12 +16,13 @@ use super::reply::{self, Reply};
 use crate::config::path::{self, array_index};
 use crate::config::{dialect, edit};
 use crate::controller::{ChangeError, ChangeOrigin, Committed, Controller, Precondition};
-use crate::status::Counters;
+use crate::http::ConnectionStats;
+use crate::status;
 
 /// What the control handlers share.
 pub struct ControlState {
     pub controller: Arc<Controller>,
-    pub counters: Arc<Counters>,
+    pub stats: Arc<ConnectionStats>,
 }
 
 pub async fn dispatch(
@@ -51,7 +52,7 @@ fn root(request: &HttpRequest, state: &ControlState) -> Reply {
         return Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::INVALID_METHOD);
     }
     let current = state.controller.current();
-    let status = state.counters.report(&current.live);
+    let status = status::report(&state.stats, &current.live);
     Reply::ok(json!({"config": current.tree, "status": status})).with_generation(current.generation)
 }
 
@@ -115,7 +116,7 @@ fn status(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> Reply {
     let Ok(node_path) = path::decode(rest) else {
         return invalid_path();
     };
-    let report = state.counters.report(&state.controller.current().live);
+    let report = status::report(&state.stats, &state.controller.current().live);
     match edit::get(&report, &node_path) {
         Some(value) => Reply::ok(value.clone()),
         None => invalid_path(),

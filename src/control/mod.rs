@@ -7,8 +7,8 @@ mod reply;
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -17,13 +17,14 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::web::{self, Data};
 use actix_web::{App, HttpServer};
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 pub use handlers::ControlState;
 
 use crate::controller::Controller;
-use crate::status::Counters;
+use crate::http::ConnectionStats;
+use crate::sockets::remove_stale_socket;
 
 /// Where the control API listens: `unix:/path`, `ip:port` or `[ipv6]:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,12 +111,9 @@ impl ControlListener {
     pub fn serve(
         self,
         controller: Arc<Controller>,
-        counters: Arc<Counters>,
+        stats: Arc<ConnectionStats>,
     ) -> anyhow::Result<Server> {
-        let state = Data::new(ControlState {
-            controller,
-            counters,
-        });
+        let state = Data::new(ControlState { controller, stats });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -133,24 +131,6 @@ impl ControlListener {
         };
         Ok(server.run())
     }
-}
-
-/// A socket file left by a server that died is removed; a live one is an error.
-fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
-    let Ok(metadata) = std::fs::symlink_metadata(path) else {
-        return Ok(());
-    };
-    if !metadata.file_type().is_socket() {
-        bail!("`{}` exists and is not a socket", path.display());
-    }
-    if UnixStream::connect(path).is_ok() {
-        bail!(
-            "another server is already listening on `{}`",
-            path.display()
-        );
-    }
-    std::fs::remove_file(path)
-        .with_context(|| format!("failed to remove the stale socket `{}`", path.display()))
 }
 
 #[cfg(test)]

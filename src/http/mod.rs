@@ -1,0 +1,149 @@
+//! The data plane's HTTP/1.1 server.
+//!
+//! Wharf serves guests with its own small HTTP/1.1 implementation (request heads parsed
+//! by `httparse`) rather than a framework, because Unit's guest ABI hands the guest the
+//! request headers in the client's case and order, which the maps of actix-web and hyper
+//! do not keep. It owns connection handling — keep-alive, pipelining, chunked request
+//! bodies, `Expect: 100-continue`, streamed responses with back-pressure, timeouts and
+//! size limits — and hands each request to a `Handler`.
+
+mod body;
+mod response;
+mod server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use body::{BodyError, RequestBody};
+pub use server::{ConnectionInfo, Listener, serve, serve_connection};
+
+/// A request as the client sent it.
+pub struct Request {
+    /// The method token, as sent.
+    pub method: Bytes,
+    /// The raw request-target (path and query, still percent-encoded).
+    pub target: Bytes,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: Version,
+    /// Header fields in the client's order and case; repeated names stay separate.
+    pub headers: Vec<(Bytes, Bytes)>,
+    /// The peer; `None` on a Unix socket.
+    pub remote: Option<SocketAddr>,
+    /// The local address the connection arrived on; `None` on a Unix socket.
+    pub local: Option<SocketAddr>,
+    /// The body, streamed from the connection as the handler reads it.
+    pub body: RequestBody,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "HTTP/1.0",
+            Self::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// A response head and its body.
+pub struct Response {
+    pub status: u16,
+    /// Header fields to send, in order; the server adds `Date`, `Server` (unless
+    /// disabled), `Connection` and the framing header (`Content-Length` or
+    /// `Transfer-Encoding: chunked`) itself. A `Content-Length` here is honoured: the
+    /// body must then have exactly that many bytes, or the connection is closed.
+    pub headers: Vec<(Bytes, Bytes)>,
+    pub body: ResponseBody,
+}
+
+pub enum ResponseBody {
+    Empty,
+    Full(Bytes),
+    /// Pieces as the producer sends them; `Err` aborts the response (the connection is
+    /// closed, so the client sees a truncated body). The channel is bounded, so a slow
+    /// client slows the producer.
+    Stream(mpsc::Receiver<Result<Bytes, StreamAbort>>),
+}
+
+/// Why a streamed body stopped early.
+#[derive(Debug, Clone)]
+pub struct StreamAbort(pub String);
+
+/// Serves requests.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
+}
+
+/// Connection and request counters of the data plane, for `/status`.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    pub accepted: AtomicU64,
+    /// Open connections, idle ones included.
+    pub active: AtomicU64,
+    /// Open connections waiting for their next request.
+    pub idle: AtomicU64,
+    pub closed: AtomicU64,
+    /// Request heads read.
+    pub requests: AtomicU64,
+}
+
+impl ConnectionStats {
+    fn closed(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Per-listener limits and timeouts (Unit's `settings.http`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Longest wait for a complete request head.
+    pub header_read_timeout: Duration,
+    /// Longest silence between two pieces of a request body.
+    pub body_read_timeout: Duration,
+    /// Longest wait for the client to accept response bytes.
+    pub send_timeout: Duration,
+    /// Longest wait for the next request on a kept-alive connection.
+    pub idle_timeout: Duration,
+    /// Largest request body accepted; larger ones get 413 before any byte is read.
+    pub max_body_size: u64,
+    /// Send `Server: Wharf/<version>`.
+    pub server_version: bool,
+}
+
+impl Default for Settings {
+    /// Unit's defaults.
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(180),
+            max_body_size: 8 * 1024 * 1024,
+            server_version: true,
+        }
+    }
+}
+
+/// Unit's error page: `<!DOCTYPE html><title>Error 404</title><p>Error 404.`
+pub fn error_response(status: u16) -> Response {
+    let page = format!("<!DOCTYPE html><title>Error {status}</title><p>Error {status}.\r\n");
+    Response {
+        status,
+        headers: vec![(
+            Bytes::from_static(b"Content-Type"),
+            Bytes::from_static(b"text/html"),
+        )],
+        body: ResponseBody::Full(Bytes::from(page)),
+    }
+}

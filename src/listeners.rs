@@ -1,0 +1,217 @@
+//! The data plane's sockets: each key of `listeners` is bound when a config containing it
+//! is applied and closed when it is removed, without touching the other listeners.
+//!
+//! A change binds its new addresses before anything is committed (`prepare`), so an
+//! address that cannot be bound fails the change; only once the new generation is
+//! published do new listeners start accepting and removed ones stop (`activate`).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::controller::Committed;
+use crate::generation::ApplyError;
+use crate::http::{self, ConnectionStats, Handler, Request, Response, Settings};
+use crate::sockets::remove_stale_socket;
+
+/// Unit's default listen backlog.
+const DEFAULT_BACKLOG: i32 = 511;
+
+/// A socket bound for a listener that has not started serving yet.
+struct Bound {
+    socket: Option<Socket>,
+    /// The socket file of a `unix:` listener, removed if it never starts.
+    unix_path: Option<PathBuf>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if let Some(path) = self.unix_path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// New sockets for a change, and the set of addresses the change keeps.
+pub struct Prepared {
+    new: Vec<(String, Bound)>,
+    wanted: HashSet<String>,
+}
+
+struct Running {
+    shutdown: watch::Sender<bool>,
+    unix_path: Option<PathBuf>,
+}
+
+pub struct Listeners {
+    runtime: Handle,
+    stats: Arc<ConnectionStats>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Listeners {
+    /// Listeners serve on `runtime`, the data plane's, and count into `stats`.
+    pub fn new(runtime: Handle, stats: Arc<ConnectionStats>) -> Self {
+        Self {
+            runtime,
+            stats,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Binds every address of `tree` that is not bound yet.
+    pub fn prepare(&self, tree: &Value) -> Result<Prepared, ApplyError> {
+        let listeners = tree.get("listeners").and_then(Value::as_object);
+        let wanted: HashSet<String> = listeners
+            .map(|l| l.keys().cloned().collect())
+            .unwrap_or_default();
+        let running: HashSet<String> = self
+            .running
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut new = Vec::new();
+        for address in wanted.difference(&running) {
+            let backlog = listeners
+                .and_then(|l| l.get(address))
+                .and_then(|l| l.get("backlog"))
+                .and_then(Value::as_i64)
+                .and_then(|b| i32::try_from(b).ok())
+                .unwrap_or(DEFAULT_BACKLOG);
+            let bound = bind(address, backlog).map_err(|e| {
+                ApplyError(format!("listener \"{address}\": failed to bind: {e:#}"))
+            })?;
+            new.push((address.clone(), bound));
+        }
+        Ok(Prepared { new, wanted })
+    }
+
+    /// Starts the new listeners and stops the ones the change removed. Requests find
+    /// their generation in `published`, which must already hold the new one.
+    pub fn activate(
+        &self,
+        prepared: Prepared,
+        published: &Arc<ArcSwap<Committed>>,
+        settings: &Arc<ArcSwap<Settings>>,
+    ) {
+        let Ok(mut running) = self.running.lock() else {
+            return;
+        };
+        running.retain(|address, listener| {
+            let keep = prepared.wanted.contains(address);
+            if !keep {
+                let _ = listener.shutdown.send(true);
+                if let Some(path) = &listener.unix_path {
+                    let _ = std::fs::remove_file(path);
+                }
+                tracing::info!(listener = %address, "listener closed");
+            }
+            keep
+        });
+        for (address, mut bound) in prepared.new {
+            let unix_path = bound.unix_path.take();
+            let Some(socket) = bound.socket.take() else {
+                continue;
+            };
+            let (shutdown, stop) = watch::channel(false);
+            let handler = Arc::new(ListenerHandler {
+                address: address.clone(),
+                published: Arc::clone(published),
+            });
+            let settings = Arc::clone(settings);
+            let stats = Arc::clone(&self.stats);
+            let is_unix = unix_path.is_some();
+            let name = address.clone();
+            self.runtime.spawn(async move {
+                let listener = if is_unix {
+                    let std: std::os::unix::net::UnixListener =
+                        std::os::fd::OwnedFd::from(socket).into();
+                    tokio::net::UnixListener::from_std(std).map(http::Listener::Unix)
+                } else {
+                    let std: std::net::TcpListener = std::os::fd::OwnedFd::from(socket).into();
+                    tokio::net::TcpListener::from_std(std).map(http::Listener::Tcp)
+                };
+                match listener {
+                    Ok(listener) => http::serve(listener, handler, settings, stats, stop).await,
+                    Err(e) => tracing::error!(listener = %name, "failed to start serving: {e}"),
+                }
+            });
+            tracing::info!(listener = %address, "listener started");
+            running.insert(
+                address,
+                Running {
+                    shutdown,
+                    unix_path,
+                },
+            );
+        }
+    }
+
+    /// Stops every listener (at exit).
+    pub fn close_all(&self) {
+        if let Ok(mut running) = self.running.lock() {
+            for (_, listener) in running.drain() {
+                let _ = listener.shutdown.send(true);
+                if let Some(path) = listener.unix_path {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+fn bind(address: &str, backlog: i32) -> anyhow::Result<Bound> {
+    if let Some(path) = address.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        remove_stale_socket(&path)?;
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.bind(&SockAddr::unix(&path)?)?;
+        // From here the file exists: the guard removes it if anything below fails.
+        let bound = Bound {
+            socket: Some(socket),
+            unix_path: Some(path),
+        };
+        if let Some(socket) = &bound.socket {
+            socket.listen(backlog)?;
+            socket.set_nonblocking(true)?;
+        }
+        return Ok(bound);
+    }
+    let addr: SocketAddr = match address.strip_prefix("*:") {
+        Some(port) => format!("0.0.0.0:{port}").parse()?,
+        None => address.parse()?,
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    socket.set_nonblocking(true)?;
+    Ok(Bound {
+        socket: Some(socket),
+        unix_path: None,
+    })
+}
+
+/// Hands each request to the generation that is current when it arrives.
+struct ListenerHandler {
+    address: String,
+    published: Arc<ArcSwap<Committed>>,
+}
+
+impl Handler for ListenerHandler {
+    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send {
+        let committed = self.published.load_full();
+        let address = self.address.clone();
+        async move { committed.live.serve(&address, request).await }
+    }
+}

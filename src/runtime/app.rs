@@ -1,0 +1,324 @@
+//! A running `wasm` application: its compiled module, its instance pool, and how one HTTP
+//! request becomes one exchange with a guest instance.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::layout::RequestHead;
+use super::pool::{InstancePool, PoolCounts, PoolSize};
+use super::unit_abi::{Exchange, RequestInfo, UnitAppSpec, UnitModule};
+use super::{ModuleHash, Runtime};
+use crate::http::{self, BodyError, Request, Response, ResponseBody, StreamAbort};
+
+/// Pieces of response body in flight between a guest and its client.
+const BODY_PIPELINE: usize = 4;
+
+pub struct WasmApp {
+    name: String,
+    /// The app's config object, to tell whether a new config changes it.
+    config: Value,
+    module_hash: ModuleHash,
+    pool: Arc<InstancePool>,
+}
+
+impl WasmApp {
+    /// Compiles (or reuses) the module, links it, checks its exports and starts one
+    /// instance, so that a module that cannot serve fails the change that configured it.
+    pub async fn build(runtime: &Runtime, name: &str, config: &Value) -> anyhow::Result<Self> {
+        let spec = UnitAppSpec::from_config(config);
+        let (module_hash, module) = runtime.load(&spec.module).await?;
+        let module_path = spec.module.display().to_string();
+        let unit = UnitModule::new(runtime.unit_linker(), &module, spec)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("`{module_path}`"))?;
+        let pool = InstancePool::new(runtime.engine().clone(), unit, pool_size(config));
+        pool.warm_up()
+            .await
+            .with_context(|| format!("`{module_path}` failed to start"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            config: config.clone(),
+            module_hash,
+            pool,
+        })
+    }
+
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    pub fn module_hash(&self) -> ModuleHash {
+        self.module_hash
+    }
+
+    pub fn counts(&self) -> PoolCounts {
+        self.pool.counts()
+    }
+
+    /// Serves one request on a pooled instance; the response streams as the guest writes it.
+    pub async fn serve(&self, request: Request) -> Response {
+        let mut lease = match self.pool.checkout().await {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::error!(app = %self.name, "no instance could be started: {e:#}");
+                return http::error_response(503);
+            }
+        };
+        let (head_tx, head_rx) = oneshot::channel();
+        let (body_tx, body_rx) = mpsc::channel(BODY_PIPELINE);
+        let abort = body_tx.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            let result = match lease.instance() {
+                Some(instance) => {
+                    let exchange = Exchange::new(head_tx, body_tx);
+                    run(instance, request, exchange).await
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(app = %name, "request failed in the guest: {e:#}");
+                let _ = abort.send(Err(StreamAbort(e.to_string()))).await;
+                lease.discard();
+            }
+        });
+        match head_rx.await {
+            Ok(head) => Response {
+                status: head.status,
+                headers: head.headers,
+                body: ResponseBody::Stream(body_rx),
+            },
+            Err(_) => http::error_response(500),
+        }
+    }
+}
+
+async fn run(
+    instance: &mut super::unit_abi::UnitInstance,
+    request: Request,
+    exchange: Exchange,
+) -> anyhow::Result<()> {
+    let Request {
+        method,
+        target,
+        version,
+        headers,
+        remote,
+        local,
+        mut body,
+    } = request;
+    let (path, query) = split_target(&target);
+    let remote = remote.map_or_else(|| "unix:".to_owned(), |a| a.ip().to_string());
+    let (local_addr, local_port) = local.map_or_else(
+        || ("unix:".to_owned(), String::new()),
+        |a| (a.ip().to_string(), a.port().to_string()),
+    );
+    let server_name = server_name(&headers);
+    let fields: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+    // The ABI announces the whole length up front, so a chunked body is gathered first
+    // (bounded by the listener's max_body_size).
+    let mut source = match body.content_length() {
+        Some(_) => BodySource::Stream(&mut body),
+        None => BodySource::gather(&mut body).await?,
+    };
+    let info = RequestInfo {
+        head: RequestHead {
+            method: &method,
+            version: version.as_str().as_bytes(),
+            path: &path,
+            query,
+            remote: remote.as_bytes(),
+            local_addr: local_addr.as_bytes(),
+            local_port: local_port.as_bytes(),
+            server_name: server_name.as_bytes(),
+            headers: &fields,
+            content_len: source.len(),
+            tls: false,
+        },
+    };
+    instance.serve(&info, &mut source, exchange).await?;
+    Ok(())
+}
+
+/// A request body as the guest consumes it.
+pub enum BodySource<'b> {
+    Stream(&'b mut http::RequestBody),
+    Buffered { pieces: VecDeque<Bytes>, len: u64 },
+}
+
+impl BodySource<'_> {
+    async fn gather(body: &mut http::RequestBody) -> Result<BodySource<'static>, BodyError> {
+        let mut pieces = VecDeque::new();
+        let mut len = 0;
+        while let Some(piece) = body.chunk().await? {
+            len += piece.len() as u64;
+            pieces.push_back(piece);
+        }
+        Ok(BodySource::Buffered { pieces, len })
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Self::Stream(body) => body.content_length().unwrap_or(0),
+            Self::Buffered { len, .. } => *len,
+        }
+    }
+
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        match self {
+            Self::Stream(body) => body.chunk().await,
+            Self::Buffered { pieces, .. } => Ok(pieces.pop_front()),
+        }
+    }
+}
+
+/// Unit's `path` and `query`: a plain target keeps its `?query` in the path; one that
+/// needs normalising gives the decoded, normalised path alone.
+pub fn split_target(target: &[u8]) -> (Vec<u8>, &[u8]) {
+    let (raw_path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, &target[target.len()..]),
+    };
+    if !needs_normalising(raw_path) {
+        return (target.to_vec(), query);
+    }
+    let decoded = percent_encoding::percent_decode(raw_path).collect::<Vec<u8>>();
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for segment in decoded.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut path = Vec::with_capacity(decoded.len());
+    for segment in &segments {
+        path.push(b'/');
+        path.extend_from_slice(segment);
+    }
+    if path.is_empty() || decoded.ends_with(b"/") {
+        path.push(b'/');
+    }
+    (path, query)
+}
+
+fn needs_normalising(path: &[u8]) -> bool {
+    path.contains(&b'%')
+        || path.windows(2).any(|w| w == b"//")
+        || path.windows(3).any(|w| w == b"/./")
+        || path.windows(4).any(|w| w == b"/../")
+        || path.ends_with(b"/.")
+        || path.ends_with(b"/..")
+}
+
+/// The Host header without its port, lowercased; `localhost` without one.
+fn server_name(headers: &[(Bytes, Bytes)]) -> String {
+    let host = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned());
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return "localhost".to_owned();
+    };
+    let name = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(&host)
+    } else {
+        host.split(':').next().unwrap_or(&host)
+    };
+    name.to_ascii_lowercase()
+}
+
+/// Unit's `processes`: an integer is that many instances, all started; an object is up
+/// to `max` (default 1) with `spare` kept warm and idle ones dropped after
+/// `idle_timeout` (default 15 s). Unset: up to one per CPU core, started on demand.
+fn pool_size(config: &Value) -> PoolSize {
+    let count = |v: Option<&Value>| v.and_then(Value::as_u64).map(|n| n as usize);
+    match config.get("processes") {
+        Some(Value::Number(n)) => {
+            let n = n.as_u64().map_or(1, |n| n as usize);
+            PoolSize {
+                max: n,
+                spare: n,
+                idle_timeout: None,
+            }
+        }
+        Some(Value::Object(p)) => PoolSize {
+            max: count(p.get("max")).unwrap_or(1),
+            spare: count(p.get("spare")).unwrap_or(0),
+            idle_timeout: Some(Duration::from_secs(
+                p.get("idle_timeout").and_then(Value::as_u64).unwrap_or(15),
+            )),
+        },
+        _ => PoolSize {
+            max: std::thread::available_parallelism().map_or(1, usize::from),
+            spare: 0,
+            idle_timeout: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_targets_keep_their_query_in_the_path() {
+        assert_eq!(
+            split_target(b"/echo?x=1"),
+            (b"/echo?x=1".to_vec(), &b"x=1"[..])
+        );
+        assert_eq!(split_target(b"/"), (b"/".to_vec(), &b""[..]));
+    }
+
+    #[test]
+    fn targets_that_need_normalising_are_decoded() {
+        assert_eq!(
+            split_target(b"/x%20y/z?a=1"),
+            (b"/x y/z".to_vec(), &b"a=1"[..])
+        );
+        assert_eq!(
+            split_target(b"/a//b/./c/../d"),
+            (b"/a/b/d".to_vec(), &b""[..])
+        );
+        assert_eq!(split_target(b"/a/.."), (b"/".to_vec(), &b""[..]));
+    }
+
+    #[test]
+    fn processes_reads_like_unit() {
+        let size = |p: Value| pool_size(&serde_json::json!({"processes": p}));
+        assert_eq!(
+            size(serde_json::json!(3)),
+            PoolSize {
+                max: 3,
+                spare: 3,
+                idle_timeout: None
+            }
+        );
+        let object = size(serde_json::json!({"max": 4, "spare": 1, "idle_timeout": 2}));
+        assert_eq!(
+            object,
+            PoolSize {
+                max: 4,
+                spare: 1,
+                idle_timeout: Some(Duration::from_secs(2))
+            }
+        );
+        assert_eq!(size(serde_json::json!({})).max, 1);
+    }
+
+    #[test]
+    fn server_name_is_the_host_without_port() {
+        let host = |v: &'static [u8]| vec![(Bytes::from_static(b"Host"), Bytes::from_static(v))];
+        assert_eq!(server_name(&host(b"Example.COM:8080")), "example.com");
+        assert_eq!(server_name(&host(b"[::1]:80")), "[::1]");
+        assert_eq!(server_name(&[]), "localhost");
+    }
+}

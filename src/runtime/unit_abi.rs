@@ -1,0 +1,570 @@
+//! Unit's `wasm` guest ABI: the `env` host functions, an instance's lifecycle, and one
+//! request's exchange with the guest.
+//!
+//! An instance serves one request at a time and keeps its state between requests, as in
+//! Unit. Each request gets an `Exchange`: the status the guest set, whether the head went
+//! out, and the channels to the client. Host functions read the guest's structs through
+//! `layout`, which checks every offset against linear memory as it is now (memory may
+//! have grown); a violation traps the guest, and a trapped instance is never reused.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::error::Context as _;
+use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Module, Store, TypedFunc};
+use wasmtime::{bail, format_err};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::app::BodySource;
+use super::layout::{self, ALLOCATION_SIZE, BUFFER_SIZE, RequestHead};
+use crate::http::StreamAbort;
+
+/// The response head a guest sends.
+#[derive(Debug)]
+pub struct Head {
+    pub status: u16,
+    pub headers: Vec<(Bytes, Bytes)>,
+}
+
+/// What a request hands the guest and how the guest's answer reaches the client.
+pub struct Exchange {
+    status: i32,
+    head: Option<oneshot::Sender<Head>>,
+    body: mpsc::Sender<Result<Bytes, StreamAbort>>,
+    ended: bool,
+}
+
+impl Exchange {
+    pub fn new(
+        head: oneshot::Sender<Head>,
+        body: mpsc::Sender<Result<Bytes, StreamAbort>>,
+    ) -> Self {
+        Self {
+            status: 200,
+            head: Some(head),
+            body,
+            ended: false,
+        }
+    }
+
+    fn head_sent(&self) -> bool {
+        self.head.is_none()
+    }
+}
+
+/// Per-instance host state.
+pub struct GuestState {
+    wasi: WasiP1Ctx,
+    memory: Option<Memory>,
+    /// Guest address of the shared buffer.
+    buffer: u32,
+    response_end_hook: Option<TypedFunc<(), ()>>,
+    exchange: Option<Exchange>,
+}
+
+/// A `wasm` application's settings, from its config object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitAppSpec {
+    pub module: PathBuf,
+    pub request_handler: String,
+    pub malloc_handler: String,
+    pub free_handler: String,
+    pub module_init_handler: Option<String>,
+    pub module_end_handler: Option<String>,
+    pub request_init_handler: Option<String>,
+    pub request_end_handler: Option<String>,
+    pub response_end_handler: Option<String>,
+    pub environment: Vec<(String, String)>,
+    pub preopens: Vec<Preopen>,
+}
+
+/// A host directory the guest sees at `guest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+    pub readonly: bool,
+}
+
+impl UnitAppSpec {
+    /// Reads the members of a validated `wasm` application object.
+    pub fn from_config(app: &Value) -> Self {
+        let string = |key: &str| app.get(key).and_then(Value::as_str).map(str::to_owned);
+        let required = |key: &str| string(key).unwrap_or_default();
+        Self {
+            module: PathBuf::from(required("module")),
+            request_handler: required("request_handler"),
+            malloc_handler: required("malloc_handler"),
+            free_handler: required("free_handler"),
+            module_init_handler: string("module_init_handler"),
+            module_end_handler: string("module_end_handler"),
+            request_init_handler: string("request_init_handler"),
+            request_end_handler: string("request_end_handler"),
+            response_end_handler: string("response_end_handler"),
+            environment: environment(app),
+            preopens: preopens(app),
+        }
+    }
+}
+
+/// The configured `environment`; the guest sees these variables and nothing else.
+pub fn environment(app: &Value) -> Vec<(String, String)> {
+    app.get("environment")
+        .and_then(Value::as_object)
+        .map(|vars| {
+            vars.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `access.filesystem`: a path preopened at the same path, or `{host, guest, readonly}`.
+pub fn preopens(app: &Value) -> Vec<Preopen> {
+    let entries = app
+        .pointer("/access/filesystem")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    entries
+        .iter()
+        .filter_map(|entry| match entry {
+            Value::String(path) => Some(Preopen {
+                host: PathBuf::from(path),
+                guest: path.clone(),
+                readonly: false,
+            }),
+            Value::Object(map) => Some(Preopen {
+                host: PathBuf::from(map.get("host")?.as_str()?),
+                guest: map.get("guest")?.as_str()?.to_owned(),
+                readonly: map
+                    .get("readonly")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Defines the five `env` functions and WASI preview 1.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut GuestState| &mut state.wasi)?;
+    linker.func_wrap("env", "nxt_wasm_get_init_mem_size", || BUFFER_SIZE)?;
+    linker.func_wrap(
+        "env",
+        "nxt_wasm_set_resp_status",
+        |mut caller: Caller<'_, GuestState>, status: u32| -> wasmtime::Result<()> {
+            exchange(&mut caller)?.status = status.cast_signed();
+            Ok(())
+        },
+    )?;
+    linker.func_wrap_async(
+        "env",
+        "nxt_wasm_send_headers",
+        |mut caller: Caller<'_, GuestState>, (offset,): (u32,)| {
+            Box::new(async move {
+                let headers = {
+                    let (memory, buffer) = guest_memory(&mut caller)?;
+                    let at = u64::from(buffer) + u64::from(offset);
+                    layout::read_headers(memory, at)?
+                        .into_iter()
+                        .map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v)))
+                        .collect()
+                };
+                send_head(&mut caller, headers)
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        "env",
+        "nxt_wasm_send_response",
+        |mut caller: Caller<'_, GuestState>, (offset,): (u32,)| {
+            Box::new(async move {
+                let piece = {
+                    let (memory, buffer) = guest_memory(&mut caller)?;
+                    let at = u64::from(buffer) + u64::from(offset);
+                    Bytes::copy_from_slice(layout::read_body_piece(memory, at)?)
+                };
+                let exchange = exchange(&mut caller)?;
+                if !exchange.head_sent() {
+                    send_head(&mut caller, Vec::new())?;
+                }
+                let body = exchange_body(&mut caller)?;
+                if body.send(Ok(piece)).await.is_err() {
+                    bail!("the client went away");
+                }
+                Ok(())
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        "env",
+        "nxt_wasm_response_end",
+        |mut caller: Caller<'_, GuestState>, (): ()| {
+            Box::new(async move {
+                if !exchange(&mut caller)?.head_sent() {
+                    let text_plain = (
+                        Bytes::from_static(b"Content-Type"),
+                        Bytes::from_static(b"text/plain"),
+                    );
+                    send_head(&mut caller, vec![text_plain])?;
+                }
+                exchange(&mut caller)?.ended = true;
+                // Unit runs this hook while the guest's request handler is still on the stack.
+                if let Some(hook) = caller.data().response_end_hook.clone() {
+                    hook.call_async(&mut caller, ()).await?;
+                }
+                Ok(())
+            })
+        },
+    )?;
+    Ok(linker)
+}
+
+fn exchange<'c>(caller: &'c mut Caller<'_, GuestState>) -> wasmtime::Result<&'c mut Exchange> {
+    caller
+        .data_mut()
+        .exchange
+        .as_mut()
+        .ok_or_else(|| format_err!("the guest sent a response outside of a request"))
+}
+
+fn exchange_body(
+    caller: &mut Caller<'_, GuestState>,
+) -> wasmtime::Result<mpsc::Sender<Result<Bytes, StreamAbort>>> {
+    Ok(exchange(caller)?.body.clone())
+}
+
+/// The guest's memory as it is now, and the buffer's address in it.
+fn guest_memory<'c>(caller: &'c mut Caller<'_, GuestState>) -> wasmtime::Result<(&'c [u8], u32)> {
+    let memory = caller
+        .data()
+        .memory
+        .ok_or_else(|| format_err!("the guest has no memory"))?;
+    let buffer = caller.data().buffer;
+    Ok((memory.data(caller), buffer))
+}
+
+fn send_head(
+    caller: &mut Caller<'_, GuestState>,
+    headers: Vec<(Bytes, Bytes)>,
+) -> wasmtime::Result<()> {
+    let exchange = exchange(caller)?;
+    let status = u16::try_from(exchange.status)
+        .ok()
+        .filter(|s| (100..=999).contains(s))
+        .ok_or_else(|| format_err!("the guest set the invalid status {}", exchange.status))?;
+    let sender = exchange
+        .head
+        .take()
+        .ok_or_else(|| format_err!("the guest sent the response headers twice"))?;
+    // The receiver is gone only if the client is; the body send will notice.
+    let _ = sender.send(Head { status, headers });
+    Ok(())
+}
+
+/// The exports an instance is driven through.
+#[derive(Clone)]
+struct Exports {
+    request: TypedFunc<u32, i32>,
+    free: TypedFunc<u32, ()>,
+    module_end: Option<TypedFunc<(), ()>>,
+    request_init: Option<TypedFunc<(), ()>>,
+    request_end: Option<TypedFunc<(), ()>>,
+}
+
+/// A compiled, linked module ready to instantiate.
+pub struct UnitModule {
+    pre: InstancePre<GuestState>,
+    spec: UnitAppSpec,
+}
+
+impl UnitModule {
+    /// Links the module and checks that it has every export the config names, with the
+    /// right signature, before any instance exists.
+    pub fn new(
+        linker: &Linker<GuestState>,
+        module: &Module,
+        spec: UnitAppSpec,
+    ) -> wasmtime::Result<Self> {
+        let pre = linker
+            .instantiate_pre(module)
+            .context("the module imports something Wharf does not provide")?;
+        let exports: Vec<&str> = module.exports().map(|e| e.name()).collect();
+        let mut required = vec![
+            spec.request_handler.as_str(),
+            spec.malloc_handler.as_str(),
+            spec.free_handler.as_str(),
+            "memory",
+        ];
+        required.extend(
+            [
+                &spec.module_init_handler,
+                &spec.module_end_handler,
+                &spec.request_init_handler,
+                &spec.request_end_handler,
+                &spec.response_end_handler,
+            ]
+            .into_iter()
+            .flatten()
+            .map(String::as_str),
+        );
+        if let Some(missing) = required.iter().find(|name| !exports.contains(name)) {
+            bail!("the module has no export `{missing}`");
+        }
+        Ok(Self { pre, spec })
+    }
+
+    /// Instantiates, runs `_initialize` if exported, allocates the shared buffer and runs
+    /// `module_init_handler`.
+    pub async fn instantiate(&self, engine: &Engine) -> wasmtime::Result<UnitInstance> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.inherit_stdout().inherit_stderr();
+        for (key, value) in &self.spec.environment {
+            wasi.env(key, value);
+        }
+        for dir in &self.spec.preopens {
+            let perms = if dir.readonly {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .with_context(|| {
+                    format!("failed to open the directory `{}`", dir.host.display())
+                })?;
+        }
+        let state = GuestState {
+            wasi: wasi.build_p1(),
+            memory: None,
+            buffer: 0,
+            response_end_hook: None,
+            exchange: None,
+        };
+        let mut store = Store::new(engine, state);
+        // Yield to other requests at every epoch tick instead of holding a thread.
+        store.epoch_deadline_async_yield_and_update(1);
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| format_err!("the module exports no memory named `memory`"))?;
+        let spec = &self.spec;
+        let typed = |store: &mut Store<GuestState>, name: &str| {
+            instance.get_typed_func::<(), ()>(store, name)
+        };
+        let optional = |store: &mut Store<GuestState>, name: &Option<String>| {
+            name.as_deref().map(|n| typed(store, n)).transpose()
+        };
+        let exports = Exports {
+            request: instance.get_typed_func(&mut store, &spec.request_handler)?,
+            free: instance.get_typed_func(&mut store, &spec.free_handler)?,
+            module_end: optional(&mut store, &spec.module_end_handler)?,
+            request_init: optional(&mut store, &spec.request_init_handler)?,
+            request_end: optional(&mut store, &spec.request_end_handler)?,
+        };
+        let malloc: TypedFunc<u32, u32> =
+            instance.get_typed_func(&mut store, &spec.malloc_handler)?;
+        let module_init = optional(&mut store, &spec.module_init_handler)?;
+        store.data_mut().response_end_hook = optional(&mut store, &spec.response_end_handler)?;
+        store.data_mut().memory = Some(memory);
+
+        if let Ok(initialize) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+            initialize
+                .call_async(&mut store, ())
+                .await
+                .context("`_initialize` failed")?;
+        }
+        let buffer = malloc
+            .call_async(&mut store, ALLOCATION_SIZE)
+            .await
+            .with_context(|| format!("`{}` failed", spec.malloc_handler))?;
+        let end = u64::from(buffer) + u64::from(ALLOCATION_SIZE);
+        if buffer == 0 || end > memory.data_size(&store) as u64 {
+            bail!(
+                "`{}` returned an unusable buffer address {buffer}",
+                spec.malloc_handler
+            );
+        }
+        store.data_mut().buffer = buffer;
+        if let Some(init) = module_init {
+            init.call_async(&mut store, ()).await.with_context(|| {
+                format!(
+                    "`{}` failed",
+                    spec.module_init_handler.as_deref().unwrap_or_default()
+                )
+            })?;
+        }
+        Ok(UnitInstance {
+            store,
+            memory,
+            buffer,
+            exports,
+            requests: 0,
+        })
+    }
+}
+
+/// One live instance.
+pub struct UnitInstance {
+    store: Store<GuestState>,
+    memory: Memory,
+    buffer: u32,
+    exports: Exports,
+    /// Requests served so far.
+    pub requests: u64,
+}
+
+/// A request failed inside the guest; the instance must not be reused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct GuestFailure(pub anyhow::Error);
+
+/// What the guest needs to know of a request, besides its body.
+pub struct RequestInfo<'a> {
+    pub head: RequestHead<'a>,
+}
+
+impl UnitInstance {
+    /// Runs one request through the guest: hooks, the head and body written into the
+    /// buffer chunk by chunk, `request_handler` once per chunk. The response leaves
+    /// through `exchange` as the guest produces it.
+    pub async fn serve(
+        &mut self,
+        info: &RequestInfo<'_>,
+        body: &mut BodySource<'_>,
+        exchange: Exchange,
+    ) -> Result<(), GuestFailure> {
+        self.requests += 1;
+        self.store.data_mut().exchange = Some(exchange);
+        let result = self.run_request(info, body).await;
+        let end_hook = match self.exports.request_end.clone() {
+            Some(hook) => hook
+                .call_async(&mut self.store, ())
+                .await
+                .context("`request_end_handler` failed"),
+            None => Ok(()),
+        };
+        let exchange = self.store.data_mut().exchange.take();
+        result.and(end_hook).map_err(|e| GuestFailure(e.into()))?;
+        match exchange {
+            Some(exchange) if exchange.ended || exchange.head_sent() => Ok(()),
+            _ => Err(GuestFailure(anyhow::anyhow!(
+                "the guest returned without sending a response"
+            ))),
+        }
+    }
+
+    async fn run_request(
+        &mut self,
+        info: &RequestInfo<'_>,
+        body: &mut BodySource<'_>,
+    ) -> wasmtime::Result<()> {
+        if let Some(hook) = self.exports.request_init.clone() {
+            hook.call_async(&mut self.store, ())
+                .await
+                .context("`request_init_handler` failed")?;
+        }
+        let head = &info.head;
+        let content_len = head.content_len;
+        let mut pending = Bytes::new();
+        let first_at = head.encoded_len();
+        let sent = self
+            .fill(
+                first_at,
+                head.first_body_room(),
+                body,
+                &mut pending,
+                content_len,
+            )
+            .await?;
+        head.write(self.buffer_mut()?, sent)?;
+        let mut total = sent as u64;
+        self.call_request_handler().await?;
+        while total < content_len && !self.response_ended() {
+            let sent = self
+                .fill(
+                    layout::REQUEST_HEADER_SIZE,
+                    layout::MAX_BODY_CHUNK,
+                    body,
+                    &mut pending,
+                    content_len - total,
+                )
+                .await?;
+            if sent == 0 {
+                bail!("the request body ended early");
+            }
+            total += sent as u64;
+            layout::describe_chunk(self.buffer_mut()?, sent, total)?;
+            self.call_request_handler().await?;
+        }
+        Ok(())
+    }
+
+    fn response_ended(&self) -> bool {
+        self.store.data().exchange.as_ref().is_some_and(|e| e.ended)
+    }
+
+    async fn call_request_handler(&mut self) -> wasmtime::Result<()> {
+        let request = self.exports.request.clone();
+        let status = request.call_async(&mut self.store, self.buffer).await?;
+        if status != 0 {
+            bail!("the request handler returned the error {status}");
+        }
+        Ok(())
+    }
+
+    /// Copies up to `room` body bytes (at most `remaining`) to buffer offset `at`.
+    async fn fill(
+        &mut self,
+        at: usize,
+        room: usize,
+        body: &mut BodySource<'_>,
+        pending: &mut Bytes,
+        remaining: u64,
+    ) -> wasmtime::Result<usize> {
+        let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(room);
+        let mut filled = 0;
+        while filled < want {
+            if pending.is_empty() {
+                match body.chunk().await? {
+                    Some(chunk) => *pending = chunk,
+                    None => break,
+                }
+            }
+            let take = pending.len().min(want - filled);
+            let piece = pending.split_to(take);
+            let buf = self.buffer_mut()?;
+            buf[at + filled..at + filled + take].copy_from_slice(&piece);
+            filled += take;
+        }
+        Ok(filled)
+    }
+
+    /// The shared buffer, checked against memory as it is now.
+    fn buffer_mut(&mut self) -> wasmtime::Result<&mut [u8]> {
+        let start = self.buffer as usize;
+        let end = start + BUFFER_SIZE as usize;
+        self.memory
+            .data_mut(&mut self.store)
+            .get_mut(start..end)
+            .ok_or_else(|| format_err!("the shared buffer lies outside the guest's memory"))
+    }
+
+    /// Runs `module_end_handler` and frees the buffer: the end of a retired instance.
+    pub async fn retire(mut self) {
+        if let Some(hook) = self.exports.module_end.clone()
+            && let Err(e) = hook.call_async(&mut self.store, ()).await
+        {
+            tracing::warn!("`module_end_handler` failed: {e:#}");
+        }
+        let free = self.exports.free.clone();
+        if let Err(e) = free.call_async(&mut self.store, self.buffer).await {
+            tracing::warn!("the free handler failed: {e:#}");
+        }
+    }
+}
