@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::layout::RequestHead;
 use super::pool::{InstancePool, PoolCounts, PoolSize};
-use super::unit_abi::{Exchange, RequestInfo, UnitAppSpec, UnitModule};
+use super::unit_abi::{Exchange, UnitAppSpec, UnitModule};
 use super::{ModuleHash, Runtime};
 use crate::http::{self, BodyError, Request, Response, ResponseBody, StreamAbort};
 
@@ -127,22 +127,20 @@ async fn run(
         Some(_) => BodySource::Stream(&mut body),
         None => BodySource::gather(&mut body).await?,
     };
-    let info = RequestInfo {
-        head: RequestHead {
-            method: &method,
-            version: version.as_str().as_bytes(),
-            path: &path,
-            query,
-            remote: remote.as_bytes(),
-            local_addr: local_addr.as_bytes(),
-            local_port: local_port.as_bytes(),
-            server_name: server_name.as_bytes(),
-            headers: &fields,
-            content_len: source.len(),
-            tls: false,
-        },
+    let head = RequestHead {
+        method: &method,
+        version: version.as_str().as_bytes(),
+        path: &path,
+        query,
+        remote: remote.as_bytes(),
+        local_addr: local_addr.as_bytes(),
+        local_port: local_port.as_bytes(),
+        server_name: server_name.as_bytes(),
+        headers: &fields,
+        content_len: source.len(),
+        tls: false,
     };
-    instance.serve(&info, &mut source, exchange).await?;
+    instance.serve(&head, &mut source, exchange).await?;
     Ok(())
 }
 

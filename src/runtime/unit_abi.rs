@@ -404,7 +404,6 @@ impl UnitModule {
             memory,
             buffer,
             exports,
-            requests: 0,
         })
     }
 }
@@ -415,8 +414,6 @@ pub struct UnitInstance {
     memory: Memory,
     buffer: u32,
     exports: Exports,
-    /// Requests served so far.
-    pub requests: u64,
 }
 
 /// A request failed inside the guest; the instance must not be reused.
@@ -424,24 +421,18 @@ pub struct UnitInstance {
 #[error("{0:#}")]
 pub struct GuestFailure(pub anyhow::Error);
 
-/// What the guest needs to know of a request, besides its body.
-pub struct RequestInfo<'a> {
-    pub head: RequestHead<'a>,
-}
-
 impl UnitInstance {
     /// Runs one request through the guest: hooks, the head and body written into the
     /// buffer chunk by chunk, `request_handler` once per chunk. The response leaves
     /// through `exchange` as the guest produces it.
     pub async fn serve(
         &mut self,
-        info: &RequestInfo<'_>,
+        head: &RequestHead<'_>,
         body: &mut BodySource<'_>,
         exchange: Exchange,
     ) -> Result<(), GuestFailure> {
-        self.requests += 1;
         self.store.data_mut().exchange = Some(exchange);
-        let result = self.run_request(info, body).await;
+        let result = self.run_request(head, body).await;
         let end_hook = match self.exports.request_end.clone() {
             Some(hook) => hook
                 .call_async(&mut self.store, ())
@@ -461,7 +452,7 @@ impl UnitInstance {
 
     async fn run_request(
         &mut self,
-        info: &RequestInfo<'_>,
+        head: &RequestHead<'_>,
         body: &mut BodySource<'_>,
     ) -> wasmtime::Result<()> {
         if let Some(hook) = self.exports.request_init.clone() {
@@ -469,7 +460,6 @@ impl UnitInstance {
                 .await
                 .context("`request_init_handler` failed")?;
         }
-        let head = &info.head;
         let content_len = head.content_len;
         let mut pending = Bytes::new();
         let first_at = head.encoded_len();
