@@ -55,6 +55,11 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
+// Request handling allocates many small, short-lived objects across threads; mimalloc
+// does that markedly cheaper than glibc's allocator (see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn parse_mode(text: &str) -> Result<u32, String> {
     u32::from_str_radix(text, 8)
         .ok()

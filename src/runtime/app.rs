@@ -70,11 +70,11 @@ impl WasmApp {
                 return http::error_response(503);
             }
         };
-        let (head_tx, head_rx) = oneshot::channel();
+        let (head_tx, mut head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(BODY_PIPELINE);
         let abort = body_tx.clone();
         let name = self.name.clone();
-        tokio::spawn(async move {
+        let mut guest = Box::pin(async move {
             let result = match lease.instance() {
                 Some(instance) => {
                     let exchange = Exchange::new(head_tx, body_tx);
@@ -88,13 +88,24 @@ impl WasmApp {
                 lease.discard();
             }
         });
-        match head_rx.await {
-            Ok(head) => Response {
+        // Most guests answer in one go: run the guest right here, and hand it to a task
+        // of its own only if it is still going once the head is out (a streamed or slow
+        // response), so a small response costs no task and no cross-task wake-ups.
+        let head = tokio::select! {
+            biased;
+            () = &mut guest => head_rx.try_recv().ok(),
+            head = &mut head_rx => {
+                tokio::spawn(guest);
+                head.ok()
+            }
+        };
+        match head {
+            Some(head) => Response {
                 status: head.status,
                 headers: head.headers,
                 body: ResponseBody::Stream(body_rx),
             },
-            Err(_) => http::error_response(500),
+            None => http::error_response(500),
         }
     }
 }
