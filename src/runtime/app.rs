@@ -82,10 +82,14 @@ impl WasmApp {
                 }
                 None => Ok(()),
             };
-            if let Err(e) = result {
-                tracing::warn!(app = %name, "request failed in the guest: {e:#}");
-                let _ = abort.send(Err(StreamAbort(e.to_string()))).await;
-                lease.discard();
+            match result {
+                Ok(()) => lease.release(),
+                Err(e) => {
+                    // Free the slot before telling a client that may not be reading.
+                    drop(lease);
+                    tracing::warn!(app = %name, "request failed in the guest: {e:#}");
+                    let _ = abort.send(Err(StreamAbort(e.to_string()))).await;
+                }
             }
         });
         // Most guests answer in one go: run the guest right here, and hand it to a task

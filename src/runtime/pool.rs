@@ -63,6 +63,7 @@ impl InstancePool {
         for _ in 0..self.size.spare.clamp(1, self.size.max.max(1)) {
             leases.push(self.checkout().await?);
         }
+        leases.into_iter().for_each(Lease::release);
         Ok(())
     }
 
@@ -103,6 +104,7 @@ impl InstancePool {
         Ok(Lease {
             pool: Arc::clone(self),
             instance: Some(instance),
+            reusable: false,
             _permit: permit,
         })
     }
@@ -116,11 +118,14 @@ impl InstancePool {
     }
 }
 
-/// An instance on loan to one request; it goes back to the pool when dropped, unless
-/// discarded.
+/// An instance on loan to one request. It goes back to the pool only through `release`,
+/// once the request is known to have finished cleanly; a lease dropped any other way (a
+/// guest error, or the request abandoned mid-call) discards the instance, whose state
+/// can no longer be trusted.
 pub struct Lease {
     pool: Arc<InstancePool>,
     instance: Option<UnitInstance>,
+    reusable: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -129,9 +134,9 @@ impl Lease {
         self.instance.as_mut()
     }
 
-    /// Drops the instance instead of returning it: its state can no longer be trusted.
-    pub fn discard(mut self) {
-        self.instance = None;
+    /// Returns the instance to the pool for the next request.
+    pub fn release(mut self) {
+        self.reusable = true;
     }
 }
 
@@ -139,6 +144,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.pool.busy.fetch_sub(1, Ordering::Relaxed);
         if let Some(instance) = self.instance.take()
+            && self.reusable
             && let Ok(mut idle) = self.pool.idle.lock()
         {
             idle.push((instance, Instant::now()));
