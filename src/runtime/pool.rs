@@ -163,3 +163,64 @@ async fn reap_idle(pool: Weak<InstancePool>, timeout: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Runtime;
+    use crate::runtime::unit_abi::UnitAppSpec;
+
+    /// The smallest module the ABI accepts: memory for the buffer, and handlers that do
+    /// nothing.
+    const GUEST: &str = r#"(module
+        (memory (export "memory") 600)
+        (func (export "request") (param i32) (result i32) i32.const 0)
+        (func (export "malloc") (param i32) (result i32) i32.const 1024)
+        (func (export "free") (param i32)))"#;
+
+    async fn pool(max: usize) -> Arc<InstancePool> {
+        let runtime = Runtime::new().expect("runtime");
+        let module = wasmtime::Module::new(runtime.engine(), GUEST).expect("compiles");
+        let mut spec = UnitAppSpec::from_config(&serde_json::json!({}));
+        spec.request_handler = "request".into();
+        spec.malloc_handler = "malloc".into();
+        spec.free_handler = "free".into();
+        let module = UnitModule::new(runtime.unit_linker(), &module, spec).expect("links");
+        let size = PoolSize {
+            max,
+            spare: 0,
+            idle_timeout: None,
+        };
+        InstancePool::new(runtime.engine().clone(), module, size)
+    }
+
+    #[tokio::test]
+    async fn only_released_instances_are_reused() {
+        let pool = pool(1).await;
+        pool.warm_up().await.expect("starts");
+        assert_eq!(
+            pool.counts(),
+            PoolCounts {
+                running: 0,
+                starting: 0,
+                idle: 1
+            }
+        );
+
+        let lease = pool.checkout().await.expect("checkout");
+        assert_eq!(pool.counts().running, 1);
+        // A request abandoned mid-call drops its lease without releasing it.
+        drop(lease);
+        assert_eq!(
+            pool.counts(),
+            PoolCounts {
+                running: 0,
+                starting: 0,
+                idle: 0
+            }
+        );
+
+        pool.checkout().await.expect("a fresh instance").release();
+        assert_eq!(pool.counts().idle, 1);
+    }
+}
