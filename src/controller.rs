@@ -151,7 +151,8 @@ impl Controller {
             live,
         }));
         self.listeners
-            .activate(listeners, &self.current, &self.settings);
+            .activate(listeners, &self.current, &self.settings)
+            .await;
         Ok(())
     }
 
@@ -202,7 +203,8 @@ impl Controller {
             .store(Arc::new(http_settings(&committed.tree)));
         self.current.store(Arc::clone(&committed));
         self.listeners
-            .activate(listeners, &self.current, &self.settings);
+            .activate(listeners, &self.current, &self.settings)
+            .await;
         let in_use = committed
             .live
             .module_hashes()

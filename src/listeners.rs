@@ -9,12 +9,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde_json::Value;
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::controller::Committed;
 use crate::generation::ApplyError;
@@ -48,7 +50,12 @@ pub struct Prepared {
 struct Running {
     shutdown: watch::Sender<bool>,
     unix_path: Option<PathBuf>,
+    /// The accept loop; it ends, closing the socket, once `shutdown` is set.
+    task: JoinHandle<()>,
 }
+
+/// How long a removed listener may take to close its socket.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Listeners {
     runtime: Handle,
@@ -93,28 +100,50 @@ impl Listeners {
         Ok(Prepared { new, wanted })
     }
 
-    /// Starts the new listeners and stops the ones the change removed. Requests find
-    /// their generation in `published`, which must already hold the new one.
-    pub fn activate(
+    /// Starts the new listeners and stops the ones the change removed, returning once
+    /// removed sockets are closed, so that a client told the change is done is refused.
+    /// Requests find their generation in `published`, which must already hold the new one.
+    pub async fn activate(
         &self,
         prepared: Prepared,
         published: &Arc<ArcSwap<Committed>>,
         settings: &Arc<ArcSwap<Settings>>,
     ) {
-        let Ok(mut running) = self.running.lock() else {
-            return;
-        };
-        running.retain(|address, listener| {
-            let keep = prepared.wanted.contains(address);
-            if !keep {
-                let _ = listener.shutdown.send(true);
-                if let Some(path) = &listener.unix_path {
-                    let _ = std::fs::remove_file(path);
-                }
-                tracing::info!(listener = %address, "listener closed");
+        let removed = self.start(prepared, published, settings);
+        for (address, listener) in removed {
+            let _ = listener.shutdown.send(true);
+            if tokio::time::timeout(CLOSE_TIMEOUT, listener.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(listener = %address, "the listener did not close in time");
             }
-            keep
-        });
+            if let Some(path) = &listener.unix_path {
+                let _ = std::fs::remove_file(path);
+            }
+            tracing::info!(listener = %address, "listener closed");
+        }
+    }
+
+    /// Starts the new listeners; returns the removed ones, still to be stopped.
+    fn start(
+        &self,
+        prepared: Prepared,
+        published: &Arc<ArcSwap<Committed>>,
+        settings: &Arc<ArcSwap<Settings>>,
+    ) -> Vec<(String, Running)> {
+        let Ok(mut running) = self.running.lock() else {
+            return Vec::new();
+        };
+        let removed_addresses: Vec<String> = running
+            .keys()
+            .filter(|address| !prepared.wanted.contains(*address))
+            .cloned()
+            .collect();
+        let removed = removed_addresses
+            .into_iter()
+            .filter_map(|address| running.remove(&address).map(|l| (address, l)))
+            .collect();
         for (address, mut bound) in prepared.new {
             let unix_path = bound.unix_path.take();
             let Some(socket) = bound.socket.take() else {
@@ -129,7 +158,7 @@ impl Listeners {
             let stats = Arc::clone(&self.stats);
             let is_unix = unix_path.is_some();
             let name = address.clone();
-            self.runtime.spawn(async move {
+            let task = self.runtime.spawn(async move {
                 let listener = if is_unix {
                     let std: std::os::unix::net::UnixListener =
                         std::os::fd::OwnedFd::from(socket).into();
@@ -149,9 +178,11 @@ impl Listeners {
                 Running {
                     shutdown,
                     unix_path,
+                    task,
                 },
             );
         }
+        removed
     }
 
     /// Stops every listener (at exit).
