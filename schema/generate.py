@@ -501,6 +501,12 @@ defs["limits"] = {
             "minimum": 65536,
             "maximum": 4294967296,
         },
+        "queue": {
+            "description": "Wharf extension: requests that may wait for a busy app's instance; more get 503.",
+            "type": "integer",
+            "minimum": 0,
+            "maximum": I32_MAX,
+        },
     },
 }
 defs["environment"] = {

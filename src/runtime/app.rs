@@ -2,6 +2,7 @@
 //! request becomes one exchange with a guest instance.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,12 +10,14 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::layout::RequestHead;
-use super::pool::{InstancePool, PoolCounts, PoolSize};
-use super::unit_abi::{Exchange, UnitAppSpec, UnitModule};
+use super::limits::Limits;
+use super::pool::{CheckoutError, InstancePool, PoolCounts, PoolSize};
+use super::unit_abi::{Exchange, UnitAppSpec, UnitInstance, UnitModule};
 use super::{ModuleHash, Runtime};
-use crate::http::{self, BodyError, Request, Response, ResponseBody, StreamAbort};
+use crate::http::{self, BodyError, Request, Response, ResponseBody};
 
 /// Pieces of response body in flight between a guest and its client.
 const BODY_PIPELINE: usize = 4;
@@ -25,7 +28,18 @@ pub struct WasmApp {
     config: Value,
     module_hash: ModuleHash,
     pool: Arc<InstancePool>,
+    limits: Limits,
 }
+
+/// How a guest's part of a request ended.
+enum GuestEnd {
+    Done,
+    Failed,
+    TimedOut,
+}
+
+/// The request outlived `limits.timeout`.
+struct TimedOut;
 
 impl WasmApp {
     /// Compiles (or reuses) the module, links it, checks its exports and starts one
@@ -37,7 +51,8 @@ impl WasmApp {
         let unit = UnitModule::new(runtime.unit_linker(), &module, spec)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{module_path}`"))?;
-        let pool = InstancePool::new(runtime.engine().clone(), unit, pool_size(config));
+        let limits = Limits::from_config(config);
+        let pool = InstancePool::new(runtime.engine().clone(), unit, pool_size(config), limits);
         pool.warm_up()
             .await
             .with_context(|| format!("`{module_path}` failed to start"))?;
@@ -46,6 +61,7 @@ impl WasmApp {
             config: config.clone(),
             module_hash,
             pool,
+            limits,
         })
     }
 
@@ -62,60 +78,99 @@ impl WasmApp {
     }
 
     /// Serves one request on a pooled instance; the response streams as the guest writes it.
+    /// A request still running at `limits.timeout` (waiting for an instance included) is
+    /// stopped inside the guest and its instance discarded; the client gets 503 if no
+    /// head was sent yet, else a truncated body.
     pub async fn serve(&self, request: Request) -> Response {
-        let mut lease = match self.pool.checkout().await {
-            Ok(lease) => lease,
-            Err(e) => {
+        let deadline = self.limits.timeout.map(|t| Instant::now() + t);
+        let mut lease = match within(deadline, self.pool.checkout()).await {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(e @ CheckoutError::QueueFull(_))) => {
+                tracing::warn!(app = %self.name, "request refused: {e}");
+                return http::error_response(503);
+            }
+            Ok(Err(e)) => {
                 tracing::error!(app = %self.name, "no instance could be started: {e:#}");
+                return http::error_response(503);
+            }
+            Err(TimedOut) => {
+                tracing::warn!(app = %self.name, "request timed out waiting for an instance");
                 return http::error_response(503);
             }
         };
         let (head_tx, mut head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(BODY_PIPELINE);
-        let abort = body_tx.clone();
         let name = self.name.clone();
+        let timeout = self.limits.timeout;
         let mut guest = Box::pin(async move {
-            let result = match lease.instance() {
-                Some(instance) => {
-                    let exchange = Exchange::new(head_tx, body_tx);
-                    run(instance, request, exchange).await
+            let exchange = async {
+                match lease.instance() {
+                    Some(instance) => run(instance, request, Exchange::new(head_tx, body_tx)).await,
+                    None => Ok(()),
                 }
-                None => Ok(()),
             };
-            match result {
-                Ok(()) => lease.release(),
-                Err(e) => {
-                    // Free the slot before telling a client that may not be reading.
-                    drop(lease);
-                    tracing::warn!(app = %name, "request failed in the guest: {e:#}");
-                    let _ = abort.send(Err(StreamAbort(e.to_string()))).await;
+            // On time-out the exchange's future is dropped mid-call: wasmtime unwinds the
+            // guest at its next epoch yield, and the unreleased lease discards the instance.
+            let (end, why) = match within(deadline, exchange).await {
+                Ok(Ok(())) => {
+                    lease.release();
+                    return GuestEnd::Done;
                 }
+                Ok(Err(e)) => {
+                    tracing::warn!(app = %name, "request failed in the guest: {e:#}");
+                    (GuestEnd::Failed, e.to_string())
+                }
+                Err(TimedOut) => {
+                    tracing::warn!(
+                        app = %name,
+                        "request stopped after limits.timeout ({timeout:?}); its instance is discarded"
+                    );
+                    (GuestEnd::TimedOut, "the request timed out".to_owned())
+                }
+            };
+            let unfinished = lease.instance().and_then(UnitInstance::take_exchange);
+            // Free the slot before telling a client that may not be reading.
+            drop(lease);
+            if let Some(exchange) = unfinished {
+                exchange.abort(why).await;
             }
+            end
         });
         // Most guests answer in one go: run the guest right here, and hand it to a task
         // of its own only if it is still going once the head is out (a streamed or slow
         // response), so a small response costs no task and no cross-task wake-ups.
         let head = tokio::select! {
             biased;
-            () = &mut guest => head_rx.try_recv().ok(),
+            end = &mut guest => head_rx.try_recv().map_err(|_| end),
             head = &mut head_rx => {
                 tokio::spawn(guest);
-                head.ok()
+                head.map_err(|_| GuestEnd::Failed)
             }
         };
         match head {
-            Some(head) => Response {
+            Ok(head) => Response {
                 status: head.status,
                 headers: head.headers,
                 body: ResponseBody::Stream(body_rx),
             },
-            None => http::error_response(500),
+            Err(GuestEnd::TimedOut) => http::error_response(503),
+            Err(GuestEnd::Done | GuestEnd::Failed) => http::error_response(500),
         }
     }
 }
 
+/// Runs `work` to its end, or until `deadline` if there is one.
+async fn within<F: Future>(deadline: Option<Instant>, work: F) -> Result<F::Output, TimedOut> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, work)
+            .await
+            .map_err(|_| TimedOut),
+        None => Ok(work.await),
+    }
+}
+
 async fn run(
-    instance: &mut super::unit_abi::UnitInstance,
+    instance: &mut UnitInstance,
     request: Request,
     exchange: Exchange,
 ) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod engine;
 pub mod layout;
+pub mod limits;
 pub mod pool;
 pub mod unit_abi;
 

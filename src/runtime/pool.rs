@@ -1,15 +1,17 @@
 //! An application's instance pool: at most `max` instances, each serving one request at
-//! a time; a request waits for a free one. `spare` instances are started up front and
-//! kept warm; idle ones beyond them are dropped after `idle_timeout`. One that failed is
-//! discarded, and a fresh one takes its place when needed.
+//! a time; a request waits for a free one, in a queue of bounded length. `spare`
+//! instances are started up front and kept warm; idle ones beyond them are dropped after
+//! `idle_timeout`. One that failed is discarded, one that served `limits.requests`
+//! requests is retired, and a fresh one takes its place when needed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Engine;
 
+use super::limits::Limits;
 use super::unit_abi::{UnitInstance, UnitModule};
 
 /// Unit's `processes`, read as instance counts.
@@ -27,8 +29,22 @@ pub struct InstancePool {
     /// Idle instances with the time each was last returned, most recent last.
     idle: Mutex<Vec<(UnitInstance, Instant)>>,
     slots: Arc<Semaphore>,
+    limits: Limits,
+    /// Requests waiting for a slot.
+    waiting: AtomicUsize,
     busy: AtomicU64,
     starting: AtomicU64,
+}
+
+/// Why a request got no instance.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("{0} requests are already waiting for an instance")]
+    QueueFull(usize),
+    #[error("starting an instance took longer than {0:?}")]
+    StartTimedOut(Duration),
+    #[error(transparent)]
+    Start(#[from] anyhow::Error),
 }
 
 /// Instance counts for `/status`.
@@ -40,13 +56,15 @@ pub struct PoolCounts {
 }
 
 impl InstancePool {
-    pub fn new(engine: Engine, module: UnitModule, size: PoolSize) -> Arc<Self> {
+    pub fn new(engine: Engine, module: UnitModule, size: PoolSize, limits: Limits) -> Arc<Self> {
         let pool = Arc::new(Self {
             engine,
             module,
             size,
             idle: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(size.max.max(1))),
+            limits,
+            waiting: AtomicUsize::new(0),
             busy: AtomicU64::new(0),
             starting: AtomicU64::new(0),
         });
@@ -58,7 +76,7 @@ impl InstancePool {
 
     /// Starts the spare instances (at least one) and keeps them idle: proves the module
     /// runs before a swap.
-    pub async fn warm_up(self: &Arc<Self>) -> anyhow::Result<()> {
+    pub async fn warm_up(self: &Arc<Self>) -> Result<(), CheckoutError> {
         let mut leases = Vec::new();
         for _ in 0..self.size.spare.clamp(1, self.size.max.max(1)) {
             leases.push(self.checkout().await?);
@@ -82,9 +100,19 @@ impl InstancePool {
         idle.drain(..droppable);
     }
 
-    /// Waits for a free slot and returns an idle instance, or a new one.
-    pub async fn checkout(self: &Arc<Self>) -> anyhow::Result<Lease> {
-        let permit = Arc::clone(&self.slots).acquire_owned().await?;
+    /// Waits for a free slot and returns an idle instance, or a new one. With `queue`
+    /// requests already waiting, fails at once instead of waiting.
+    pub async fn checkout(self: &Arc<Self>) -> Result<Lease, CheckoutError> {
+        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let _waiting = WaitingGuard::join(&self.waiting, self.limits.queue)?;
+                Arc::clone(&self.slots)
+                    .acquire_owned()
+                    .await
+                    .map_err(anyhow::Error::from)?
+            }
+        };
         let idle = self
             .idle
             .lock()
@@ -94,10 +122,14 @@ impl InstancePool {
         let instance = match idle {
             Some(instance) => instance,
             None => {
+                let limit = self.limits.start_timeout();
                 self.starting.fetch_add(1, Ordering::Relaxed);
-                let started = self.module.instantiate(&self.engine).await;
+                let started =
+                    tokio::time::timeout(limit, self.module.instantiate(&self.engine)).await;
                 self.starting.fetch_sub(1, Ordering::Relaxed);
-                started?
+                started
+                    .map_err(|_| CheckoutError::StartTimedOut(limit))?
+                    .map_err(anyhow::Error::from)?
             }
         };
         self.busy.fetch_add(1, Ordering::Relaxed);
@@ -134,9 +166,48 @@ impl Lease {
         self.instance.as_mut()
     }
 
-    /// Returns the instance to the pool for the next request.
+    /// Returns the instance to the pool for the next request, or retires it (its end
+    /// hooks run) once it has served `limits.requests`.
     pub fn release(mut self) {
-        self.reusable = true;
+        let limits = self.pool.limits;
+        let worn_out = self.instance.as_ref().zip(limits.requests);
+        match worn_out {
+            Some((instance, most)) if instance.served() >= most => {
+                if let Some(instance) = self.instance.take() {
+                    tokio::spawn(async move {
+                        let limit = limits.start_timeout();
+                        if tokio::time::timeout(limit, instance.retire())
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!("an instance's end hooks took longer than {limit:?}");
+                        }
+                    });
+                }
+            }
+            _ => self.reusable = true,
+        }
+    }
+}
+
+/// A place in an app's wait queue, given up when dropped (the request was served, or
+/// abandoned while waiting).
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingGuard<'a> {
+    fn join(waiting: &'a AtomicUsize, queue: usize) -> Result<Self, CheckoutError> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < queue).then_some(n + 1)
+            })
+            .map_err(CheckoutError::QueueFull)?;
+        Ok(Self(waiting))
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -179,6 +250,10 @@ mod tests {
         (func (export "free") (param i32)))"#;
 
     async fn pool(max: usize) -> Arc<InstancePool> {
+        pool_with(max, Limits::from_config(&serde_json::json!({}))).await
+    }
+
+    async fn pool_with(max: usize, limits: Limits) -> Arc<InstancePool> {
         let runtime = Runtime::new().expect("runtime");
         let module = wasmtime::Module::new(runtime.engine(), GUEST).expect("compiles");
         let mut spec = UnitAppSpec::from_config(&serde_json::json!({}));
@@ -191,7 +266,7 @@ mod tests {
             spare: 0,
             idle_timeout: None,
         };
-        InstancePool::new(runtime.engine().clone(), module, size)
+        InstancePool::new(runtime.engine().clone(), module, size, limits)
     }
 
     #[tokio::test]
@@ -222,5 +297,52 @@ mod tests {
 
         pool.checkout().await.expect("a fresh instance").release();
         assert_eq!(pool.counts().idle, 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_fails_at_once() {
+        let limits = Limits {
+            queue: 1,
+            ..Limits::from_config(&serde_json::json!({}))
+        };
+        let pool = pool_with(1, limits).await;
+        let held = pool.checkout().await.expect("the only instance");
+        let waiter = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.checkout().await.map(Lease::release) }
+        });
+        // Let the waiter take the one place in the queue.
+        while pool.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            pool.checkout().await,
+            Err(CheckoutError::QueueFull(1))
+        ));
+        held.release();
+        waiter
+            .await
+            .expect("joins")
+            .expect("served once a slot frees");
+        assert_eq!(pool.waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn an_instance_is_retired_after_its_request_limit() {
+        let limits = Limits {
+            requests: Some(2),
+            ..Limits::from_config(&serde_json::json!({}))
+        };
+        let pool = pool_with(1, limits).await;
+        let mut lease = pool.checkout().await.expect("checkout");
+        let instance = lease.instance().expect("an instance");
+        instance.count_served();
+        lease.release();
+        assert_eq!(pool.counts().idle, 1, "one request served: kept");
+
+        let mut lease = pool.checkout().await.expect("checkout");
+        lease.instance().expect("an instance").count_served();
+        lease.release();
+        assert_eq!(pool.counts().idle, 0, "two requests served: retired");
     }
 }

@@ -20,6 +20,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::app::BodySource;
 use super::layout::{self, ALLOCATION_SIZE, BUFFER_SIZE, RequestHead};
+use super::limits::{Limits, MemoryBudget};
 use crate::http::StreamAbort;
 
 /// The response head a guest sends.
@@ -33,7 +34,9 @@ pub struct Head {
 pub struct Exchange {
     status: i32,
     head: Option<oneshot::Sender<Head>>,
-    body: mpsc::Sender<Result<Bytes, StreamAbort>>,
+    /// Dropped at `response_end`, which completes the response for the client while
+    /// the guest's hooks still run.
+    body: Option<mpsc::Sender<Result<Bytes, StreamAbort>>>,
     ended: bool,
 }
 
@@ -45,8 +48,17 @@ impl Exchange {
         Self {
             status: 200,
             head: Some(head),
-            body,
+            body: Some(body),
             ended: false,
+        }
+    }
+
+    /// Ends a response the guest left unfinished: no head yet means the caller answers
+    /// with an error page; a head already sent means the client sees a truncated body.
+    pub async fn abort(self, why: String) {
+        drop(self.head);
+        if let Some(body) = self.body {
+            let _ = body.send(Err(StreamAbort(why))).await;
         }
     }
 
@@ -63,6 +75,7 @@ pub struct GuestState {
     buffer: u32,
     response_end_hook: Option<TypedFunc<(), ()>>,
     exchange: Option<Exchange>,
+    memory_budget: MemoryBudget,
 }
 
 /// A `wasm` application's settings, from its config object.
@@ -79,6 +92,8 @@ pub struct UnitAppSpec {
     pub response_end_handler: Option<String>,
     pub environment: Vec<(String, String)>,
     pub preopens: Vec<Preopen>,
+    /// `limits.memory`: bytes of linear memory an instance may have.
+    pub memory_limit: usize,
 }
 
 /// A host directory the guest sees at `guest`.
@@ -106,6 +121,7 @@ impl UnitAppSpec {
             response_end_handler: string("response_end_handler"),
             environment: environment(app),
             preopens: preopens(app),
+            memory_limit: Limits::from_config(app).memory,
         }
     }
 }
@@ -214,7 +230,9 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
                     );
                     send_head(&mut caller, vec![text_plain])?;
                 }
-                exchange(&mut caller)?.ended = true;
+                let exchange = exchange(&mut caller)?;
+                exchange.ended = true;
+                exchange.body = None;
                 // Unit runs this hook while the guest's request handler is still on the stack.
                 if let Some(hook) = caller.data().response_end_hook.clone() {
                     hook.call_async(&mut caller, ()).await?;
@@ -237,7 +255,10 @@ fn exchange<'c>(caller: &'c mut Caller<'_, GuestState>) -> wasmtime::Result<&'c 
 fn exchange_body(
     caller: &mut Caller<'_, GuestState>,
 ) -> wasmtime::Result<mpsc::Sender<Result<Bytes, StreamAbort>>> {
-    Ok(exchange(caller)?.body.clone())
+    exchange(caller)?
+        .body
+        .clone()
+        .ok_or_else(|| format_err!("the guest sent a body after ending its response"))
 }
 
 /// The guest's memory as it is now, and the buffer's address in it.
@@ -345,8 +366,10 @@ impl UnitModule {
             buffer: 0,
             response_end_hook: None,
             exchange: None,
+            memory_budget: MemoryBudget::new(self.spec.memory_limit),
         };
         let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.memory_budget);
         // Yield to other requests at every epoch tick instead of holding a thread.
         store.epoch_deadline_async_yield_and_update(1);
         let instance = self.pre.instantiate_async(&mut store).await?;
@@ -404,6 +427,7 @@ impl UnitModule {
             memory,
             buffer,
             exports,
+            served: 0,
         })
     }
 }
@@ -414,6 +438,8 @@ pub struct UnitInstance {
     memory: Memory,
     buffer: u32,
     exports: Exports,
+    /// Requests this instance has been given.
+    served: u64,
 }
 
 /// A request failed inside the guest; the instance must not be reused.
@@ -431,6 +457,7 @@ impl UnitInstance {
         body: &mut BodySource<'_>,
         exchange: Exchange,
     ) -> Result<(), GuestFailure> {
+        self.count_served();
         self.store.data_mut().exchange = Some(exchange);
         let result = self.run_request(head, body).await;
         let end_hook = match self.exports.request_end.clone() {
@@ -440,9 +467,9 @@ impl UnitInstance {
                 .context("`request_end_handler` failed"),
             None => Ok(()),
         };
-        let exchange = self.store.data_mut().exchange.take();
+        // On failure the exchange stays in the store, for the caller to abort.
         result.and(end_hook).map_err(|e| GuestFailure(e.into()))?;
-        match exchange {
+        match self.take_exchange() {
             Some(exchange) if exchange.ended || exchange.head_sent() => Ok(()),
             _ => Err(GuestFailure(anyhow::anyhow!(
                 "the guest returned without sending a response"
@@ -493,6 +520,20 @@ impl UnitInstance {
             self.call_request_handler().await?;
         }
         Ok(())
+    }
+
+    /// The exchange of a request that did not finish cleanly.
+    pub fn take_exchange(&mut self) -> Option<Exchange> {
+        self.store.data_mut().exchange.take()
+    }
+
+    /// Requests this instance has been given, for `limits.requests`.
+    pub fn served(&self) -> u64 {
+        self.served
+    }
+
+    pub(crate) fn count_served(&mut self) {
+        self.served += 1;
     }
 
     fn response_ended(&self) -> bool {
