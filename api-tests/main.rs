@@ -21,6 +21,7 @@ mod hostile;
 mod hostile_guests;
 mod invalid_configs;
 mod json_dialect;
+mod limits;
 mod listeners;
 mod methods;
 mod persistence;

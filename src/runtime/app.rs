@@ -2,8 +2,11 @@
 //! request becomes one exchange with a guest instance.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,7 +18,8 @@ use tokio::time::Instant;
 use super::layout::RequestHead;
 use super::limits::Limits;
 use super::pool::{CheckoutError, InstancePool, PoolCounts, PoolSize};
-use super::unit_abi::{Exchange, UnitAppSpec, UnitInstance, UnitModule};
+use super::slow_lane::SlowLane;
+use super::unit_abi::{Exchange, Head, UnitAppSpec, UnitInstance, UnitModule};
 use super::{ModuleHash, Runtime};
 use crate::http::{self, BodyError, Request, Response, ResponseBody};
 
@@ -29,6 +33,7 @@ pub struct WasmApp {
     module_hash: ModuleHash,
     pool: Arc<InstancePool>,
     limits: Limits,
+    slow_lane: Arc<SlowLane>,
 }
 
 /// How a guest's part of a request ended.
@@ -40,6 +45,16 @@ enum GuestEnd {
 
 /// The request outlived `limits.timeout`.
 struct TimedOut;
+
+/// A guest's part of one request, as a future that can move between threads.
+type GuestTask = Pin<Box<dyn Future<Output = GuestEnd> + Send>>;
+
+/// What happened first while running a guest on the data plane.
+enum Progress {
+    Ended(GuestEnd),
+    Head(Result<Head, oneshot::error::RecvError>),
+    LongRunning,
+}
 
 impl WasmApp {
     /// Compiles (or reuses) the module, links it, checks its exports and starts one
@@ -62,6 +77,7 @@ impl WasmApp {
             module_hash,
             pool,
             limits,
+            slow_lane: Arc::clone(runtime.slow_lane()),
         })
     }
 
@@ -98,11 +114,14 @@ impl WasmApp {
                 return http::error_response(503);
             }
         };
+        let long_running = lease
+            .instance()
+            .map_or_else(Default::default, |i| i.long_running());
         let (head_tx, mut head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(BODY_PIPELINE);
         let name = self.name.clone();
         let timeout = self.limits.timeout;
-        let mut guest = Box::pin(async move {
+        let mut guest: GuestTask = Box::pin(async move {
             let exchange = async {
                 match lease.instance() {
                     Some(instance) => run(instance, request, Exchange::new(head_tx, body_tx)).await,
@@ -138,13 +157,25 @@ impl WasmApp {
         });
         // Most guests answer in one go: run the guest right here, and hand it to a task
         // of its own only if it is still going once the head is out (a streamed or slow
-        // response), so a small response costs no task and no cross-task wake-ups.
-        let head = tokio::select! {
-            biased;
-            end = &mut guest => head_rx.try_recv().map_err(|_| end),
-            head = &mut head_rx => {
-                tokio::spawn(guest);
+        // response), so a small response costs no task and no cross-task wake-ups. A
+        // guest that keeps the CPU busy moves to the slow lane instead.
+        let head = match run_until_progress(&mut guest, Some(&mut head_rx), &long_running).await {
+            Progress::Ended(end) => head_rx.try_recv().map_err(|_| end),
+            Progress::Head(head) => {
+                tokio::spawn(finish(guest, long_running, Arc::clone(&self.slow_lane)));
                 head.map_err(|_| GuestEnd::Failed)
+            }
+            Progress::LongRunning => {
+                let mut task = self.slow_lane.spawn(guest);
+                tokio::select! {
+                    biased;
+                    end = &mut task => head_rx.try_recv().map_err(|_| end.unwrap_or(GuestEnd::Failed)),
+                    head = &mut head_rx => match head {
+                        Ok(head) => Ok(head),
+                        // The guest ended without a head; its task says how.
+                        Err(_) => Err(task.await.unwrap_or(GuestEnd::Failed)),
+                    },
+                }
             }
         };
         match head {
@@ -156,6 +187,38 @@ impl WasmApp {
             Err(GuestEnd::TimedOut) => http::error_response(503),
             Err(GuestEnd::Done | GuestEnd::Failed) => http::error_response(500),
         }
+    }
+}
+
+/// Polls the guest until it ends, sends its response head (if `head` is given), or is
+/// found to be long-running.
+async fn run_until_progress(
+    guest: &mut GuestTask,
+    mut head: Option<&mut oneshot::Receiver<Head>>,
+    long_running: &AtomicBool,
+) -> Progress {
+    poll_fn(|cx| {
+        if let Poll::Ready(end) = guest.as_mut().poll(cx) {
+            return Poll::Ready(Progress::Ended(end));
+        }
+        if let Some(head) = head.as_mut()
+            && let Poll::Ready(head) = Pin::new(&mut **head).poll(cx)
+        {
+            return Poll::Ready(Progress::Head(head));
+        }
+        if long_running.load(Ordering::Relaxed) {
+            return Poll::Ready(Progress::LongRunning);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Runs the rest of a guest whose response head is out, moving it to the slow lane if it
+/// turns out to be long-running.
+async fn finish(mut guest: GuestTask, long_running: Arc<AtomicBool>, slow_lane: Arc<SlowLane>) {
+    if let Progress::LongRunning = run_until_progress(&mut guest, None, &long_running).await {
+        slow_lane.spawn(guest);
     }
 }
 

@@ -7,16 +7,18 @@ pub mod engine;
 pub mod layout;
 pub mod limits;
 pub mod pool;
+pub mod slow_lane;
 pub mod unit_abi;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 use wasmtime::{Engine, Linker, Module};
 
+use slow_lane::SlowLane;
 use unit_abi::GuestState;
 
 /// A module's identity: the SHA-256 of its bytes.
@@ -26,6 +28,7 @@ pub struct Runtime {
     engine: Engine,
     unit_linker: Linker<GuestState>,
     modules: Mutex<HashMap<ModuleHash, Module>>,
+    slow_lane: Arc<SlowLane>,
 }
 
 impl Runtime {
@@ -36,6 +39,7 @@ impl Runtime {
             engine,
             unit_linker,
             modules: Mutex::new(HashMap::new()),
+            slow_lane: Arc::new(SlowLane::start()?),
         })
     }
 
@@ -45,6 +49,10 @@ impl Runtime {
 
     pub fn unit_linker(&self) -> &Linker<GuestState> {
         &self.unit_linker
+    }
+
+    pub fn slow_lane(&self) -> &Arc<SlowLane> {
+        &self.slow_lane
     }
 
     /// Reads a module file and returns it compiled, compiling only content not seen before.

@@ -8,12 +8,16 @@
 //! have grown); a violation traps the guest, and a trapped instance is never reused.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::error::Context as _;
-use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Module, Store, TypedFunc};
+use wasmtime::{
+    Caller, Engine, InstancePre, Linker, Memory, Module, Store, TypedFunc, UpdateDeadline,
+};
 use wasmtime::{bail, format_err};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -21,6 +25,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use super::app::BodySource;
 use super::layout::{self, ALLOCATION_SIZE, BUFFER_SIZE, RequestHead};
 use super::limits::{Limits, MemoryBudget};
+use super::slow_lane::LONG_RUNNING_TICKS;
 use crate::http::StreamAbort;
 
 /// The response head a guest sends.
@@ -76,6 +81,10 @@ pub struct GuestState {
     response_end_hook: Option<TypedFunc<(), ()>>,
     exchange: Option<Exchange>,
     memory_budget: MemoryBudget,
+    /// Epoch ticks the current request's guest code has run across.
+    ticks: u32,
+    /// Set once the current request has run `LONG_RUNNING_TICKS`.
+    long_running: Arc<AtomicBool>,
 }
 
 /// A `wasm` application's settings, from its config object.
@@ -367,11 +376,25 @@ impl UnitModule {
             response_end_hook: None,
             exchange: None,
             memory_budget: MemoryBudget::new(self.spec.memory_limit),
+            ticks: 0,
+            long_running: Arc::new(AtomicBool::new(false)),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.memory_budget);
-        // Yield to other requests at every epoch tick instead of holding a thread.
-        store.epoch_deadline_async_yield_and_update(1);
+        // Yield to other requests at every epoch tick instead of holding a thread. Through
+        // tokio's `yield_now`, so the task goes behind the others and the I/O driver
+        // runs: a plain self-wake would put it straight back in the worker's LIFO slot.
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            state.ticks = state.ticks.saturating_add(1);
+            if state.ticks >= LONG_RUNNING_TICKS {
+                state.long_running.store(true, Ordering::Relaxed);
+            }
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
         let instance = self.pre.instantiate_async(&mut store).await?;
         let memory = instance
             .get_memory(&mut store, "memory")
@@ -458,7 +481,12 @@ impl UnitInstance {
         exchange: Exchange,
     ) -> Result<(), GuestFailure> {
         self.count_served();
-        self.store.data_mut().exchange = Some(exchange);
+        let state = self.store.data_mut();
+        state.exchange = Some(exchange);
+        state.ticks = 0;
+        state.long_running.store(false, Ordering::Relaxed);
+        // Count ticks from now, not from whenever this instance last ran.
+        self.store.set_epoch_deadline(1);
         let result = self.run_request(head, body).await;
         let end_hook = match self.exports.request_end.clone() {
             Some(hook) => hook
@@ -520,6 +548,11 @@ impl UnitInstance {
             self.call_request_handler().await?;
         }
         Ok(())
+    }
+
+    /// Raised once the current request's guest has run for `LONG_RUNNING_TICKS`.
+    pub fn long_running(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.store.data().long_running)
     }
 
     /// The exchange of a request that did not finish cleanly.
