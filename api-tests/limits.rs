@@ -78,10 +78,7 @@ impl Setup {
     /// The hostile app with `limits.timeout` = [`TIMEOUT`] and one instance, so the next
     /// request needs the instance the hostile one held.
     fn timed(wat: &Wat) -> Setup {
-        Setup::new(
-            wat,
-            json!({"limits": {"timeout": TIMEOUT}, "processes": 1}),
-        )
+        Setup::new(wat, json!({"limits": {"timeout": TIMEOUT}, "processes": 1}))
     }
 
     /// POSTs to the hostile app; returns the response and how long it took.
@@ -121,10 +118,7 @@ fn merge(into: &mut Value, extra: Value) {
 
 #[track_caller]
 fn assert_within(took: Duration, limit: Duration, what: &str) {
-    assert!(
-        took <= limit,
-        "{what} took {took:?}, more than {limit:?}"
-    );
+    assert!(took <= limit, "{what} took {took:?}, more than {limit:?}");
 }
 
 /// The timeout plus one second, plus slack for a loaded machine.
@@ -187,7 +181,10 @@ fn an_infinite_loop_in_a_hook_after_the_response_is_stopped() {
     );
     let (resp, took) = setup.provoke();
     assert_eq!(resp.status, 200, "{resp}");
-    assert_eq!(resp.body, WAT_BODY, "the response was complete before the hook ran");
+    assert_eq!(
+        resp.body, WAT_BODY,
+        "the response was complete before the hook ran"
+    );
     assert_within(took, SLACK, "the response before the looping hook");
 
     // The next request waits for the one instance; the looping hook is stopped at the
@@ -221,7 +218,10 @@ fn an_infinite_loop_in_module_init_fails_the_change_at_the_timeout() {
     );
     assert_within(start.elapsed(), timeout_bound(), "the refused change");
     assert_eq!(resp.status, 500, "{resp}");
-    let detail = resp.json()["detail"].as_str().unwrap_or_default().to_owned();
+    let detail = resp.json()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         detail.contains("application \"init\"") && detail.contains("took longer than 1s"),
         "{resp}"
@@ -268,11 +268,7 @@ fn the_default_memory_limit_is_256_mib() {
 #[test]
 fn a_module_larger_than_the_memory_limit_fails_the_change() {
     let server = Server::start();
-    let module = write_file(
-        server.dir(),
-        "big.wasm",
-        Wat::default().render().as_bytes(),
-    );
+    let module = write_file(server.dir(), "big.wasm", Wat::default().render().as_bytes());
     let mut app = wasm_app(&path_str(&module));
     // The WAT guest starts with 600 pages (37.5 MiB).
     merge(&mut app, json!({"limits": {"memory": 16 << 20}}));
@@ -333,7 +329,10 @@ fn a_guest_that_streams_without_end_is_cut_at_the_timeout() {
     let setup = Setup::timed(&Wat::with_handler(&on_post(endless)));
     let (status, complete, took) = provoke_stream(&setup);
     assert_eq!(status, Some(200));
-    assert!(!complete, "an endless stream must end truncated, not complete");
+    assert!(
+        !complete,
+        "an endless stream must end truncated, not complete"
+    );
     assert_within(took, timeout_bound(), "the endless stream");
     setup.assert_recovered("an endless stream");
 }
@@ -393,7 +392,10 @@ fn a_full_queue_answers_503_at_once() {
     let looped = looping.join().expect("joins").expect("a response");
     assert_eq!(looped.status, 503, "the loop is stopped at its timeout");
     let waited = waiting.join().expect("joins").expect("a response");
-    assert_eq!(waited.status, 200, "the waiting request is served: {waited}");
+    assert_eq!(
+        waited.status, 200,
+        "the waiting request is served: {waited}"
+    );
     setup.assert_recovered("a full queue");
 }
 

@@ -67,7 +67,14 @@ impl WasmApp {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{module_path}`"))?;
         let limits = Limits::from_config(config);
-        let pool = InstancePool::new(runtime.engine().clone(), unit, pool_size(config), limits);
+        let slow_lane = Arc::clone(runtime.slow_lane());
+        let pool = InstancePool::new(
+            runtime.engine().clone(),
+            unit,
+            pool_size(config),
+            limits,
+            Arc::clone(&slow_lane),
+        );
         pool.warm_up()
             .await
             .with_context(|| format!("`{module_path}` failed to start"))?;
@@ -77,7 +84,7 @@ impl WasmApp {
             module_hash,
             pool,
             limits,
-            slow_lane: Arc::clone(runtime.slow_lane()),
+            slow_lane,
         })
     }
 

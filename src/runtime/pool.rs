@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Engine;
 
 use super::limits::Limits;
+use super::slow_lane::SlowLane;
 use super::unit_abi::{UnitInstance, UnitModule};
 
 /// Unit's `processes`, read as instance counts.
@@ -30,6 +31,8 @@ pub struct InstancePool {
     idle: Mutex<Vec<(UnitInstance, Instant)>>,
     slots: Arc<Semaphore>,
     limits: Limits,
+    /// Where retired instances run their end hooks, out of the way of requests.
+    slow_lane: Arc<SlowLane>,
     /// Requests waiting for a slot.
     waiting: AtomicUsize,
     busy: AtomicU64,
@@ -56,7 +59,13 @@ pub struct PoolCounts {
 }
 
 impl InstancePool {
-    pub fn new(engine: Engine, module: UnitModule, size: PoolSize, limits: Limits) -> Arc<Self> {
+    pub fn new(
+        engine: Engine,
+        module: UnitModule,
+        size: PoolSize,
+        limits: Limits,
+        slow_lane: Arc<SlowLane>,
+    ) -> Arc<Self> {
         let pool = Arc::new(Self {
             engine,
             module,
@@ -64,6 +73,7 @@ impl InstancePool {
             idle: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(size.max.max(1))),
             limits,
+            slow_lane,
             waiting: AtomicUsize::new(0),
             busy: AtomicU64::new(0),
             starting: AtomicU64::new(0),
@@ -174,7 +184,7 @@ impl Lease {
         match worn_out {
             Some((instance, most)) if instance.served() >= most => {
                 if let Some(instance) = self.instance.take() {
-                    tokio::spawn(async move {
+                    self.pool.slow_lane.spawn(async move {
                         let limit = limits.start_timeout();
                         if tokio::time::timeout(limit, instance.retire())
                             .await
@@ -266,7 +276,8 @@ mod tests {
             spare: 0,
             idle_timeout: None,
         };
-        InstancePool::new(runtime.engine().clone(), module, size, limits)
+        let lane = Arc::clone(runtime.slow_lane());
+        InstancePool::new(runtime.engine().clone(), module, size, limits, lane)
     }
 
     #[tokio::test]

@@ -60,15 +60,28 @@ impl Exchange {
 
     /// Ends a response the guest left unfinished: no head yet means the caller answers
     /// with an error page; a head already sent means the client sees a truncated body.
-    pub async fn abort(self, why: String) {
-        drop(self.head);
-        if let Some(body) = self.body {
+    pub async fn abort(mut self, why: String) {
+        drop(self.head.take());
+        if let Some(body) = self.body.take() {
             let _ = body.send(Err(StreamAbort(why))).await;
         }
     }
 
     fn head_sent(&self) -> bool {
         self.head.is_none()
+    }
+}
+
+impl Drop for Exchange {
+    /// An exchange dropped with its response neither ended nor aborted (a panic while the
+    /// guest ran) must not look complete to the client: a closed channel would.
+    fn drop(&mut self) {
+        if !self.ended
+            && self.head_sent()
+            && let Some(body) = self.body.take()
+        {
+            let _ = body.try_send(Err(StreamAbort("the response was not finished".into())));
+        }
     }
 }
 
@@ -498,7 +511,11 @@ impl UnitInstance {
         // On failure the exchange stays in the store, for the caller to abort.
         result.and(end_hook).map_err(|e| GuestFailure(e.into()))?;
         match self.take_exchange() {
-            Some(exchange) if exchange.ended || exchange.head_sent() => Ok(()),
+            // Returning without `response_end` after the head ends the response.
+            Some(mut exchange) if exchange.ended || exchange.head_sent() => {
+                exchange.ended = true;
+                Ok(())
+            }
             _ => Err(GuestFailure(anyhow::anyhow!(
                 "the guest returned without sending a response"
             ))),
