@@ -478,3 +478,63 @@ fn a_healthy_app_keeps_serving_while_a_looping_neighbour_is_hammered() {
     );
     setup.assert_recovered("32 connections on a looping app");
 }
+
+/// A guest whose `luw_module_end_handler` prints `module_end` on stdout (WASI), which
+/// reaches the server's log.
+fn module_end_printer() -> Wat {
+    Wat {
+        imports: "(import \"wasi_snapshot_preview1\" \"fd_write\"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))"
+            .to_string(),
+        extra: "(data (i32.const 100) \"\\c8\\00\\00\\00\\0b\\00\\00\\00\")
+  (data (i32.const 200) \"module_end\\n\")
+  (func (export \"luw_module_end_handler\")
+    (drop (call $fd_write (i32.const 1) (i32.const 100) (i32.const 1) (i32.const 120))))"
+            .to_string(),
+        ..Wat::default()
+    }
+}
+
+#[test]
+fn retired_instances_run_module_end_once_each() {
+    let setup = Setup::new(
+        &module_end_printer(),
+        json!({"processes": 2, "module_end_handler": "luw_module_end_handler"}),
+    );
+    let ends = || setup.log().matches("module_end\n").count();
+    let wait_for_ends = |n: usize, what: &str| {
+        assert!(
+            crate::harness::wait_until(Duration::from_secs(30), || ends() >= n),
+            "{what}: expected {n} module_end lines, saw {}\n{}",
+            ends(),
+            setup.log()
+        );
+    };
+    assert_eq!(get_from(&setup.hostile, "/").status, 200);
+    assert_eq!(ends(), 0, "no instance retired yet");
+
+    // Changing the app retires the old pool's two instances.
+    let resp = setup.server.put_json(
+        "/config/applications/hostile/environment",
+        &json!({"V": "2"}),
+    );
+    assert_eq!(resp.status, 200, "{resp}");
+    wait_for_ends(2, "a changed app");
+
+    // So does the next change; with `limits.requests: 1` each request's instance then
+    // retires after its request.
+    let resp = setup.server.put_json(
+        "/config/applications/hostile/limits",
+        &json!({"requests": 1}),
+    );
+    assert_eq!(resp.status, 200, "{resp}");
+    wait_for_ends(4, "a second change");
+    for _ in 0..2 {
+        assert_eq!(get_from(&setup.hostile, "/").status, 200);
+    }
+    wait_for_ends(6, "two instances worn out by limits.requests");
+
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(ends(), 6, "module_end ran more than once for some instance");
+    assert!(!setup.log().contains("panicked"), "{}", setup.log());
+}

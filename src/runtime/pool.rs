@@ -107,7 +107,28 @@ impl InstancePool {
             .count();
         let droppable = stale.min(idle.len().saturating_sub(self.size.spare));
         // The oldest come first.
-        idle.drain(..droppable);
+        let retired = idle.drain(..droppable).map(|(i, _)| i).collect();
+        drop(idle);
+        self.retire(retired);
+    }
+
+    /// Runs the end hooks (`module_end_handler`, then `free_handler`) of instances that
+    /// leave the pool in good health, on the slow lane, each bounded like a start.
+    fn retire(&self, instances: Vec<UnitInstance>) {
+        if instances.is_empty() {
+            return;
+        }
+        let limit = self.limits.start_timeout();
+        self.slow_lane.spawn(async move {
+            for instance in instances {
+                if tokio::time::timeout(limit, instance.retire())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("an instance's end hooks took longer than {limit:?}");
+                }
+            }
+        });
     }
 
     /// Waits for a free slot and returns an idle instance, or a new one. With `queue`
@@ -179,24 +200,25 @@ impl Lease {
     /// Returns the instance to the pool for the next request, or retires it (its end
     /// hooks run) once it has served `limits.requests`.
     pub fn release(mut self) {
-        let limits = self.pool.limits;
-        let worn_out = self.instance.as_ref().zip(limits.requests);
+        let worn_out = self.instance.as_ref().zip(self.pool.limits.requests);
         match worn_out {
             Some((instance, most)) if instance.served() >= most => {
-                if let Some(instance) = self.instance.take() {
-                    self.pool.slow_lane.spawn(async move {
-                        let limit = limits.start_timeout();
-                        if tokio::time::timeout(limit, instance.retire())
-                            .await
-                            .is_err()
-                        {
-                            tracing::warn!("an instance's end hooks took longer than {limit:?}");
-                        }
-                    });
-                }
+                self.pool.retire(self.instance.take().into_iter().collect());
             }
             _ => self.reusable = true,
         }
+    }
+}
+
+impl Drop for InstancePool {
+    /// The pool goes when the last generation using the app is gone and its last request
+    /// has ended: its idle instances retire.
+    fn drop(&mut self) {
+        let idle = match self.idle.get_mut() {
+            Ok(idle) => std::mem::take(idle),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        };
+        self.retire(idle.into_iter().map(|(i, _)| i).collect());
     }
 }
 
