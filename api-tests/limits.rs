@@ -538,3 +538,36 @@ fn retired_instances_run_module_end_once_each() {
     assert_eq!(ends(), 6, "module_end ran more than once for some instance");
     assert!(!setup.log().contains("panicked"), "{}", setup.log());
 }
+
+#[test]
+fn a_hostile_rust_guest_is_contained() {
+    // examples/guests/hostile, built with unit-wasm like a real app.
+    let server = Server::start();
+    let mut hostile = crate::harness::example_app("hostile");
+    merge(
+        &mut hostile,
+        json!({"limits": {"timeout": TIMEOUT, "memory": 64 << 20}, "processes": 1}),
+    );
+    let (healthy, key) = (listener_key(), listener_key());
+    server.load(&json!({
+        "listeners": {
+            healthy.clone(): {"pass": "applications/healthy"},
+            key.clone(): {"pass": "applications/hostile"}
+        },
+        "applications": {"healthy": guest_app(server.dir(), "healthy.wasm"), "hostile": hostile}
+    }));
+    for (path, status) in [("/loop", 503), ("/alloc", 500), ("/panic", 500)] {
+        let start = Instant::now();
+        let resp = get_from(&key, path);
+        assert_eq!(resp.status, status, "{path}: {resp}\n{}", server.log());
+        assert_within(start.elapsed(), timeout_bound(), path);
+        let ok = get_from(&key, "/");
+        assert_eq!((ok.status, ok.body.as_str()), (200, "ok\n"), "after {path}");
+        assert_eq!(get_from(&healthy, "/").body, WAT_BODY, "after {path}");
+    }
+    assert!(
+        server.log().contains("over its limit of 67108864 bytes"),
+        "{}",
+        server.log()
+    );
+}
