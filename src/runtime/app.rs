@@ -229,14 +229,21 @@ async fn finish(mut guest: GuestTask, long_running: Arc<AtomicBool>, slow_lane: 
     }
 }
 
-/// Runs `work` to its end, or until `deadline` if there is one.
+/// Runs `work` to its end, or until `deadline` if there is one. The deadline is checked
+/// before each poll: polling first would let a guest run one more epoch tick past it.
 async fn within<F: Future>(deadline: Option<Instant>, work: F) -> Result<F::Output, TimedOut> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, work)
-            .await
-            .map_err(|_| TimedOut),
-        None => Ok(work.await),
-    }
+    let Some(deadline) = deadline else {
+        return Ok(work.await);
+    };
+    let mut work = std::pin::pin!(work);
+    let mut expiry = std::pin::pin!(tokio::time::sleep_until(deadline));
+    poll_fn(|cx| {
+        if expiry.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(TimedOut));
+        }
+        work.as_mut().poll(cx).map(Ok)
+    })
+    .await
 }
 
 async fn run(
