@@ -12,6 +12,7 @@ pub mod controller;
 pub mod generation;
 pub mod http;
 pub mod listeners;
+pub mod routing;
 pub mod runtime;
 pub mod sockets;
 pub mod status;
