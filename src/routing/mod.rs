@@ -167,6 +167,37 @@ impl Router {
         &self.names
     }
 
+    /// Each listener's `pass`, compiled against these routes.
+    pub fn listeners(&self, tree: &Value) -> Result<HashMap<String, Pass>, CompileError> {
+        let Some(listeners) = tree.get("listeners").and_then(Value::as_object) else {
+            return Ok(HashMap::new());
+        };
+        listeners
+            .iter()
+            .filter_map(|(address, listener)| {
+                let pass = listener.get("pass")?.as_str()?;
+                let at = format!("listeners/{address}/pass");
+                Some(Pass::compile(pass, &self.names, &at).map(|p| (address.clone(), p)))
+            })
+            .collect()
+    }
+
+    /// Checks that a tree's routes and listener passes compile; what this version cannot
+    /// run yet is left for the apply step to report.
+    pub fn check(tree: &Value) -> Result<(), CompileError> {
+        let names: Vec<&str> = tree
+            .get("applications")
+            .and_then(Value::as_object)
+            .map(|apps| apps.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let router = match Router::compile(tree, &names) {
+            Ok(router) => router,
+            Err(e) if e.unsupported => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        router.listeners(tree).map(|_| ())
+    }
+
     /// The first step of `route` whose conditions hold.
     fn find(&self, route: usize, request: &RequestInfo) -> Option<&Action> {
         let route = self.routes.get(route)?;
