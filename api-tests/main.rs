@@ -24,6 +24,7 @@ mod json_dialect;
 mod listeners;
 mod methods;
 mod persistence;
+mod routing;
 mod serving;
 mod status;
 mod uris;
