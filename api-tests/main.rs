@@ -25,6 +25,7 @@ mod limits;
 mod listeners;
 mod methods;
 mod persistence;
+mod routing;
 mod serving;
 mod status;
 mod uris;

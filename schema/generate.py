@@ -43,7 +43,8 @@ UNIX_PATH = "unix:/[^\\x00]+"
 LISTENER_ADDR = f"^(?:\\*:{PORT}|{V4}:{PORT}|\\[{V6}\\]:{PORT}|{UNIX_PATH})$"
 PROXY = f"^http://(?:{V4}:{PORT}|\\[{V6}\\]:{PORT}|{UNIX_PATH})$"
 ADDR_PATTERN = f"^!?(?:unix|\\*:{PORTS}|{V4SPEC}(?::{PORTS})?|{V6SPEC}|\\[{V6SPEC}\\]:{PORTS})$"
-PASS = "^(?:applications/[^/]+|routes(?:/[^/]+)?)$"
+# a pass with variables ("$name") is resolved per request, so any text goes
+PASS = "^(?:applications/[^/]+|routes(?:/[^/]+)?|[^$]*\\$[\\s\\S]*)$"
 # "*" wildcards, but never "**"; "~" (after an optional "!") starts a regular expression
 PATTERN = "^(?:!?~[\\s\\S]*|(?:[^*]|\\*[^*])*\\*?)$"
 PERCENT = "^(?:[^%]|%[0-9A-Fa-f]{2})*$"

@@ -4,17 +4,23 @@
 //! Building one is the step where a valid config can still fail to run: modules are
 //! compiled, linked and started here, so nothing is published until every app can serve.
 //! Apps whose config and module bytes did not change are carried over from the previous
-//! generation with their warm instances.
+//! generation with their warm instances. Routes are compiled here too (see `routing`),
+//! and the access log opened.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::config::path::decode_segment;
-use crate::http::{self, Request, Response};
+use crate::access_log::{self, AccessLog};
+use crate::http::{self, Completion, Request, Response};
+use crate::routing::action::Pass;
+use crate::routing::encoding::encode_path;
+use crate::routing::request::RequestInfo;
+use crate::routing::{Outcome, Router};
 use crate::runtime::Runtime;
 use crate::runtime::app::WasmApp;
 use crate::runtime::pool::PoolCounts;
@@ -24,17 +30,13 @@ use crate::runtime::pool::PoolCounts;
 #[error("{0}")]
 pub struct ApplyError(pub String);
 
-/// Where a listener sends its requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
-    Application(String),
-    Routes(String),
-}
-
 pub struct Generation {
-    /// Applications in config order.
+    /// Applications in config order; passes refer to them by index.
     applications: Vec<(String, Arc<WasmApp>)>,
-    listeners: HashMap<String, Target>,
+    /// Where each listener sends its requests.
+    listeners: HashMap<String, Pass>,
+    router: Router,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 impl Generation {
@@ -43,6 +45,8 @@ impl Generation {
         Self {
             applications: Vec::new(),
             listeners: HashMap::new(),
+            router: Router::default(),
+            access_log: None,
         }
     }
 
@@ -59,23 +63,39 @@ impl Generation {
                 applications.push((name.clone(), app));
             }
         }
-        let listeners = tree
-            .get("listeners")
-            .and_then(Value::as_object)
-            .map(|listeners| {
-                listeners
-                    .iter()
-                    .filter_map(|(address, listener)| {
-                        let pass = listener.get("pass")?.as_str()?;
-                        Some((address.clone(), target(pass)))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names: Vec<&str> = applications.iter().map(|(n, _)| n.as_str()).collect();
+        let router = Router::compile(tree, &names).map_err(|e| ApplyError(e.to_string()))?;
+        let listeners = router
+            .listeners(tree)
+            .map_err(|e| ApplyError(e.to_string()))?;
+        let access_log = match access_log::Spec::from_tree(tree) {
+            Ok(Some(spec)) => {
+                let path = spec.path.clone();
+                let previous = previous.and_then(|g| g.access_log.as_deref());
+                let log = spec.open(previous).map_err(|e| {
+                    ApplyError(format!(
+                        "access_log: failed to open `{}`: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(Arc::new(log))
+            }
+            Ok(None) => None,
+            Err(e) => return Err(ApplyError(e.to_string())),
+        };
         Ok(Self {
             applications,
             listeners,
+            router,
+            access_log,
         })
+    }
+
+    /// Opens the access log file again (`SIGUSR1`, after rotation).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.file().reopen();
+        }
     }
 
     pub fn application_names(&self) -> impl Iterator<Item = &str> {
@@ -105,28 +125,91 @@ impl Generation {
         self.applications.iter().map(|(_, app)| app.module_hash())
     }
 
-    /// Serves a request that arrived on the listener `address`.
-    pub async fn serve(&self, address: &str, request: Request) -> Response {
-        match self.listeners.get(address) {
-            Some(Target::Application(name)) => match self.application(name) {
-                Some(app) => app.serve(request).await,
-                None => http::error_response(404),
-            },
-            Some(Target::Routes(_)) => {
-                tracing::error!(listener = address, "routing is not implemented yet");
-                http::error_response(501)
-            }
+    /// Serves a request that arrived on the listener `address`; the completion, if any,
+    /// logs it once the response is written.
+    pub async fn serve(&self, address: &str, request: Request) -> (Response, Option<Completion>) {
+        let Some(pass) = self.listeners.get(address) else {
             // The listener was removed while this request was on its way.
-            None => http::error_response(503),
+            return (http::error_response(503), None);
+        };
+        // The common case goes straight to the app, with nothing to derive or keep.
+        if let (Pass::Application(index), None) = (pass, &self.access_log) {
+            return match self.applications.get(*index) {
+                Some((_, app)) => (app.serve(request).await, None),
+                None => (http::error_response(500), None),
+            };
         }
+        self.dispatch(pass, request).await
+    }
+
+    /// Routes a request, serves it, and applies what the acting step says to the answer.
+    async fn dispatch(&self, pass: &Pass, request: Request) -> (Response, Option<Completion>) {
+        let Request {
+            method,
+            target,
+            version,
+            headers,
+            remote,
+            local,
+            body,
+        } = request;
+        let mut info = RequestInfo::new(method, target, version, headers, remote, local);
+        let mut acted = None;
+        let outcome = self.router.route(pass, &mut info, &mut acted);
+        let mut response = match outcome {
+            Outcome::Respond(response) => response,
+            Outcome::Application(index) => match self.applications.get(index) {
+                Some((_, app)) => {
+                    // Keep the request's fields only if something reads them afterwards.
+                    let keep = self.access_log.is_some()
+                        || acted.is_some_and(|a| a.response_headers_need_request());
+                    let headers = if keep {
+                        info.headers.clone()
+                    } else {
+                        std::mem::take(&mut info.headers)
+                    };
+                    let request = Request {
+                        method: info.method.clone(),
+                        target: app_target(&info),
+                        version,
+                        headers,
+                        remote,
+                        local,
+                        body,
+                    };
+                    app.serve(request).await
+                }
+                None => http::error_response(500),
+            },
+        };
+        if let Some(action) = acted
+            && action.has_response_headers()
+        {
+            action.apply_response_headers(response.status, &mut response.headers, &info);
+        }
+        let completion = self
+            .access_log
+            .as_ref()
+            .map(|log| log.completion(info, &response));
+        (response, completion)
     }
 }
 
-fn target(pass: &str) -> Target {
-    match pass.strip_prefix("applications/") {
-        Some(name) => Target::Application(decode_segment(name).unwrap_or_else(|_| name.to_owned())),
-        None => Target::Routes(pass.to_owned()),
+/// The request-target an app sees: the one sent, or after a `rewrite`, the new path
+/// (encoded again) with the original query.
+fn app_target(info: &RequestInfo) -> Bytes {
+    if !info.is_rewritten() {
+        return info.target.clone();
     }
+    let path = encode_path(info.path());
+    let query = info.query();
+    let mut target = BytesMut::with_capacity(path.len() + 1 + query.len());
+    target.extend_from_slice(&path);
+    if !query.is_empty() {
+        target.extend_from_slice(b"?");
+        target.extend_from_slice(query);
+    }
+    target.freeze()
 }
 
 async fn build_app(
@@ -188,6 +271,9 @@ pub fn http_settings(tree: &Value) -> http::Settings {
     }
     if let Some(send) = http.get("server_version").and_then(Value::as_bool) {
         settings.server_version = send;
+    }
+    if let Some(discard) = http.get("discard_unsafe_fields").and_then(Value::as_bool) {
+        settings.discard_unsafe_fields = discard;
     }
     settings
 }

@@ -3,15 +3,18 @@
 //!
 //! `main.rs` only wires these together: `config` owns the tree and its rules, `store`
 //! its durable history, `controller` the one path by which it changes, `generation` what
-//! runs, `runtime` the Wasm engine and guests, `listeners` and `http` the data plane,
-//! `control` the API, `status` the counters.
+//! runs, `routing` where requests go, `access_log` the record of them, `runtime` the Wasm
+//! engine and guests, `listeners` and `http` the data plane, `control` the API, `status`
+//! the counters.
 
+pub mod access_log;
 pub mod config;
 pub mod control;
 pub mod controller;
 pub mod generation;
 pub mod http;
 pub mod listeners;
+pub mod routing;
 pub mod runtime;
 pub mod sockets;
 pub mod status;

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::controller::Committed;
 use crate::generation::ApplyError;
-use crate::http::{self, ConnectionStats, Handler, Request, Response, Settings};
+use crate::http::{self, Completion, ConnectionStats, Handler, Request, Response, Settings};
 use crate::sockets::remove_stale_socket;
 
 /// Unit's default listen backlog.
@@ -241,8 +241,15 @@ struct ListenerHandler {
 
 impl Handler for ListenerHandler {
     fn handle(&self, request: Request) -> impl Future<Output = Response> + Send {
+        let served = self.handle_completing(request);
+        async move { served.await.0 }
+    }
+
+    fn handle_completing(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = (Response, Option<Completion>)> + Send {
         let committed = self.published.load_full();
-        let address = self.address.clone();
-        async move { committed.live.serve(&address, request).await }
+        async move { committed.live.serve(&self.address, request).await }
     }
 }

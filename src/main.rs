@@ -121,6 +121,8 @@ fn init_logging(log: Option<&Path>) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()> {
+    // Installed first: SIGUSR1's default action would end the process.
+    let mut reopen = signal(SignalKind::user_defined1())?;
     std::fs::create_dir_all(&cli.statedir).with_context(|| {
         format!(
             "failed to create the state dir `{}`",
@@ -163,6 +165,14 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
         std::fs::write(pid, format!("{}\n", std::process::id()))
             .with_context(|| format!("failed to write the pid file `{}`", pid.display()))?;
     }
+
+    let logs = Arc::clone(&controller);
+    actix_web::rt::spawn(async move {
+        while reopen.recv().await.is_some() {
+            tracing::info!("SIGUSR1 received, reopening the access log");
+            logs.current().live.reopen_access_log();
+        }
+    });
 
     let signal_name = wait_for_shutdown_signal().await?;
     tracing::info!("{signal_name} received, exiting");

@@ -1,5 +1,7 @@
 //! Validation of a whole config tree: the JSON Schema in `schema/` first, then the rules
-//! it cannot state (`constraints`), then the cross-references (`references`).
+//! it cannot state (`constraints`), then the cross-references (`references`), then what
+//! only compiling can tell (regular expressions, address ranges, variables: `routing`
+//! and `access_log`).
 //!
 //! Errors become one plain sentence prefixed with the JSON path of the offending value.
 //! The schema carries its own wording: a node may hold an `errorMessage` annotation, a
@@ -12,6 +14,8 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::{constraints, references};
+use crate::access_log;
+use crate::routing::Router;
 
 /// The schema of the whole config, the single source of truth for its shape.
 pub const SCHEMA: &str = include_str!("../../schema/config.schema.json");
@@ -47,6 +51,12 @@ impl ConfigValidator {
         }
         constraints::check(tree)
             .and_then(|()| references::check(tree))
+            .and_then(|()| Router::check(tree).map_err(|e| e.to_string()))
+            .and_then(|()| {
+                access_log::Spec::from_tree(tree)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
             .map_err(|detail| InvalidConfig { detail })
     }
 

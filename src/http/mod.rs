@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use body::{BodyError, RequestBody};
-pub use server::{ConnectionInfo, Listener, serve, serve_connection};
+pub use server::{ConnectionInfo, Listener, is_safe_field_name, serve, serve_connection};
 
 /// A request as the client sent it.
 pub struct Request {
@@ -79,9 +79,34 @@ pub enum ResponseBody {
 #[derive(Debug, Clone)]
 pub struct StreamAbort(pub String);
 
+/// What the server wrote for one exchange (for access logs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// The status on the wire (an invalid one from the handler became 500).
+    pub status: u16,
+    /// Body bytes written, framing excluded.
+    pub body_bytes: u64,
+    /// The `Content-Length` sent, if any.
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    /// The connection closes after this response.
+    pub close: bool,
+}
+
+/// Runs once the response has been written, or could not be.
+pub type Completion = Box<dyn FnOnce(&Sent) + Send>;
+
 /// Serves requests.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
+
+    /// `handle`, plus work to run once the response is written; the server calls this.
+    fn handle_completing(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = (Response, Option<Completion>)> + Send {
+        async move { (self.handle(request).await, None) }
+    }
 }
 
 /// Connection and request counters of the data plane, for `/status`.
@@ -119,6 +144,9 @@ pub struct Settings {
     pub max_body_size: u64,
     /// Send `Server: Wharf/<version>`.
     pub server_version: bool,
+    /// Drop request header fields whose names hold anything but letters, digits and
+    /// `-` before anything sees them (Unit's default).
+    pub discard_unsafe_fields: bool,
 }
 
 impl Default for Settings {
@@ -131,6 +159,7 @@ impl Default for Settings {
             idle_timeout: Duration::from_secs(180),
             max_body_size: 8 * 1024 * 1024,
             server_version: true,
+            discard_unsafe_fields: true,
         }
     }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
-use super::{Response, ResponseBody, StreamAbort, Version};
+use super::{Response, ResponseBody, Sent, StreamAbort, Version};
 
 /// Pieces up to this size are copied into the write buffer; larger ones go out with a
 /// vectored write next to whatever is buffered.
@@ -119,11 +119,12 @@ enum Framing {
 
 /// Writes `response`; `Ok(true)` when the connection must close afterwards (asked for,
 /// close-delimited, or the body did not match its framing). An `Err` means the client
-/// could not be written to.
+/// could not be written to. `sent` records what went out, even when writing failed.
 pub(super) async fn write_response<W: AsyncWrite + Unpin>(
     out: &mut Output<W>,
     response: Response,
     exchange: &Exchange,
+    sent: &mut Sent,
 ) -> io::Result<bool> {
     let Response {
         status,
@@ -136,6 +137,7 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
         tracing::warn!(status, "the handler gave an invalid status; answering 500");
         500
     };
+    sent.status = status;
     let mut close = exchange.close;
     let buf = &mut out.buf;
     buf.extend_from_slice(b"HTTP/1.1 ");
@@ -211,8 +213,14 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
         natural
     };
     match framing {
-        Framing::Length(n) => push_length(buf, n),
-        Framing::Chunked => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Length(n) => {
+            sent.content_length = Some(n);
+            push_length(buf, n);
+        }
+        Framing::Chunked => {
+            sent.chunked = true;
+            buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
         Framing::UntilClose => close = true,
         Framing::Bodiless => {
             // Tell what a GET would have carried, where that is known.
@@ -226,6 +234,7 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
                 (ResponseBody::Stream(_), None) => None,
             };
             if let Some(n) = shown {
+                sent.content_length = Some(n);
                 push_length(buf, n);
             }
         }
@@ -238,6 +247,7 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
     if !has_date {
         push_date(buf);
     }
+    sent.close = close;
     if close {
         buf.extend_from_slice(b"Connection: close\r\n");
     } else if http10 {
@@ -250,10 +260,12 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
         ResponseBody::Full(bytes) => {
             if framing != Framing::Bodiless {
                 out.put(&bytes).await?;
+                sent.body_bytes = bytes.len() as u64;
             }
         }
         ResponseBody::Stream(mut pieces) => {
-            close |= send_stream(out, &mut pieces, framing).await?;
+            close |= send_stream(out, &mut pieces, framing, &mut sent.body_bytes).await?;
+            sent.close |= close;
         }
     }
     out.flush().await?;
@@ -266,6 +278,7 @@ async fn send_stream<W: AsyncWrite + Unpin>(
     out: &mut Output<W>,
     pieces: &mut mpsc::Receiver<Result<Bytes, StreamAbort>>,
     framing: Framing,
+    body_bytes: &mut u64,
 ) -> io::Result<bool> {
     let mut sent: u64 = 0;
     loop {
@@ -282,10 +295,14 @@ async fn send_stream<W: AsyncWrite + Unpin>(
         }
         match framing {
             Framing::Bodiless => {}
-            Framing::UntilClose => out.put(&piece).await?,
+            Framing::UntilClose => {
+                out.put(&piece).await?;
+                *body_bytes += piece.len() as u64;
+            }
             Framing::Chunked => {
                 push_hex(&mut out.buf, piece.len());
                 out.put(&piece).await?;
+                *body_bytes += piece.len() as u64;
                 out.buf.extend_from_slice(b"\r\n");
             }
             Framing::Length(n) => {
@@ -293,6 +310,7 @@ async fn send_stream<W: AsyncWrite + Unpin>(
                 if piece.len() as u64 > room {
                     let fits = usize::try_from(room).unwrap_or(usize::MAX);
                     out.put(&piece[..fits]).await?;
+                    *body_bytes += fits as u64;
                     tracing::warn!(
                         content_length = n,
                         "the response body is longer than its Content-Length"
@@ -303,6 +321,7 @@ async fn send_stream<W: AsyncWrite + Unpin>(
                     return Ok(true);
                 }
                 out.put(&piece).await?;
+                *body_bytes += piece.len() as u64;
             }
         }
         sent += piece.len() as u64;
@@ -505,7 +524,7 @@ mod tests {
     async fn render(response: Response, exchange: &Exchange) -> (String, bool) {
         let (client, server) = tokio::io::duplex(1 << 20);
         let mut out = Output::new(server, Duration::from_secs(5));
-        let close = write_response(&mut out, response, exchange)
+        let close = write_response(&mut out, response, exchange, &mut Sent::default())
             .await
             .expect("written");
         drop(out);

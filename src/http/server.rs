@@ -26,7 +26,8 @@ use tokio::time::{Instant, timeout, timeout_at};
 use super::body::{BodyDecoder, Decoded, Piece};
 use super::response::{Exchange, Output, has_token, parse_decimal, write_response};
 use super::{
-    BodyError, ConnectionStats, Handler, Request, RequestBody, Settings, Version, error_response,
+    BodyError, ConnectionStats, Handler, Request, RequestBody, Sent, Settings, Version,
+    error_response,
 };
 
 /// Largest request head.
@@ -377,7 +378,8 @@ where
             close: true,
             server_version: self.settings.server_version,
         };
-        match write_response(&mut self.out, error_response(status), &exchange).await {
+        let mut sent = Sent::default();
+        match write_response(&mut self.out, error_response(status), &exchange, &mut sent).await {
             Ok(_) => Next::Linger,
             Err(e) => {
                 tracing::debug!("writing an error response: {e}");
@@ -426,8 +428,11 @@ where
             method,
             target,
             version,
-            headers,
+            mut headers,
         } = head;
+        if settings.discard_unsafe_fields {
+            headers.retain(|(name, _)| is_safe_field_name(name));
+        }
         let logged_target = target.clone();
         let request = Request {
             method,
@@ -457,7 +462,7 @@ where
                 go_rx,
                 settings.body_read_timeout
             ));
-            let mut answer = CatchUnwind(pin!(handler.handle(request)));
+            let mut answer = CatchUnwind(pin!(handler.handle_completing(request)));
             let answer = loop {
                 tokio::select! {
                     biased;
@@ -477,13 +482,13 @@ where
                     end = &mut pump, if pump_end.is_none() => pump_end = Some(end),
                 }
             };
-            let response = answer.unwrap_or_else(|panic| {
+            let (response, completion) = answer.unwrap_or_else(|panic| {
                 tracing::error!(
                     target = %String::from_utf8_lossy(&logged_target),
                     "the request handler panicked: {}",
                     panic_message(&*panic)
                 );
-                error_response(500)
+                (error_response(500), None)
             });
             // Close when the body will stay unread: dropped by the handler, and never
             // asked of the client or too long to read past.
@@ -501,24 +506,31 @@ where
                     || unreadable,
                 server_version: settings.server_version,
             };
-            let mut write = pin!(write_response(out, response, &exchange));
-            loop {
-                tokio::select! {
-                    biased;
-                    written = &mut write => break written,
-                    wanted = body_wanted(&mut wanted_rx), if wanted_rx.is_some() => {
-                        // Too late for `100 Continue`; the client sends the body anyway
-                        // once it tires of waiting.
-                        if wanted {
-                            started = true;
-                            if let Some(go) = go_tx.take() {
-                                let _ = go.send(());
+            let mut sent = Sent::default();
+            let written = {
+                let mut write = pin!(write_response(out, response, &exchange, &mut sent));
+                loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => break written,
+                        wanted = body_wanted(&mut wanted_rx), if wanted_rx.is_some() => {
+                            // Too late for `100 Continue`; the client sends the body anyway
+                            // once it tires of waiting.
+                            if wanted {
+                                started = true;
+                                if let Some(go) = go_tx.take() {
+                                    let _ = go.send(());
+                                }
                             }
                         }
+                        end = &mut pump, if pump_end.is_none() => pump_end = Some(end),
                     }
-                    end = &mut pump, if pump_end.is_none() => pump_end = Some(end),
                 }
+            };
+            if let Some(completion) = completion {
+                completion(&sent);
             }
+            written
         };
         drop(pieces);
         let close = match written {
@@ -562,6 +574,11 @@ where
             }
         }
     }
+}
+
+/// A header field name Unit considers safe: letters, digits and `-` only.
+pub fn is_safe_field_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// Makes room for a read of about `want` bytes.
