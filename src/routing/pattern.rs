@@ -99,7 +99,7 @@ impl Pattern {
             let regex = RegexBuilder::new(expression)
                 .unicode(false)
                 .build()
-                .map_err(|e| PatternError::Regex(one_line(&e.to_string())))?;
+                .map_err(|e| PatternError::Regex(regex_reason(&e.to_string())))?;
             return Ok(Pattern {
                 negative,
                 matcher: Matcher::Regex(regex),
@@ -224,12 +224,18 @@ fn find(hay: &[u8], needle: &[u8], case_sensitive: bool) -> Option<usize> {
     })
 }
 
-fn one_line(text: &str) -> String {
+/// The reason in a `regex` error, without the pattern and caret lines it draws.
+fn regex_reason(text: &str) -> String {
     text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+        .find_map(|l| l.trim().strip_prefix("error:"))
+        .map(|reason| reason.trim().to_owned())
+        .unwrap_or_else(|| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
 }
 
 /// A condition's patterns: one string, or an array of them.
