@@ -15,10 +15,11 @@ use tokio::sync::Mutex;
 use crate::config::dialect;
 use crate::config::edit::EditError;
 use crate::config::validate::{ConfigValidator, InvalidConfig};
-use crate::generation::{ApplyError, Generation, http_settings};
+use crate::generation::{ApplyError, Generation, http_settings, load_module, start_app};
 use crate::http::Settings;
 use crate::listeners::Listeners;
 use crate::runtime::Runtime;
+use crate::runtime::app::WasmApp;
 use crate::store::{HistoryEntry, Store, StoredGeneration};
 
 /// The tree a fresh state dir starts on, and the one Wharf falls back to.
@@ -63,8 +64,22 @@ pub enum ChangeError {
 }
 
 #[derive(Debug, Error)]
-#[error("application \"{0}\" does not exist")]
-pub struct UnknownApplication(pub String);
+pub enum RestartError {
+    #[error("application \"{0}\" does not exist")]
+    UnknownApplication(String),
+    #[error("{0}")]
+    Failed(#[from] ApplyError),
+}
+
+/// The committed config of one running application.
+fn application_config<'a>(current: &'a Committed, name: &str) -> Result<&'a Value, RestartError> {
+    current
+        .tree
+        .get("applications")
+        .and_then(|apps| apps.get(name))
+        .filter(|_| current.live.has_application(name))
+        .ok_or_else(|| RestartError::UnknownApplication(name.to_owned()))
+}
 
 pub struct Controller {
     current: Arc<ArcSwap<Committed>>,
@@ -232,18 +247,53 @@ impl Controller {
         .map_err(ChangeError::Store)
     }
 
-    /// Restarts one application's instances, in turn with changes.
-    ///
-    /// Until instances exist there is nothing to replace; the call still orders itself
-    /// behind changes in flight and checks the application is configured.
-    pub async fn restart(&self, name: &str) -> Result<(), UnknownApplication> {
+    /// Restarts one application: reads its module file again (compiling it only if it
+    /// changed), starts fresh instances and swaps them in, in turn with changes. Requests
+    /// in flight finish on the old instances, which retire after them. If the module no
+    /// longer loads, the old instances keep serving.
+    pub async fn restart(&self, name: &str) -> Result<(), RestartError> {
         let _turn = self.changes.lock().await;
-        if self.current().live.has_application(name) {
-            tracing::info!(application = name, "restart requested");
-            Ok(())
-        } else {
-            Err(UnknownApplication(name.to_owned()))
+        let current = self.current();
+        let config = application_config(&current, name)?;
+        let loaded = load_module(&self.runtime, name, config).await?;
+        let app = start_app(&self.runtime, name, config, loaded).await?;
+        self.publish_application(&current, name, app);
+        tracing::info!(application = name, "restarted");
+        Ok(())
+    }
+
+    /// Swaps in an application's module if its file now holds different bytes (`watch`);
+    /// says whether it did. An unchanged file (only touched, say) changes nothing.
+    pub async fn reload_if_changed(&self, name: &str) -> Result<bool, RestartError> {
+        let _turn = self.changes.lock().await;
+        let current = self.current();
+        let config = application_config(&current, name)?;
+        let loaded = load_module(&self.runtime, name, config).await?;
+        if let Some(running) = current.live.application(name)
+            && running.module_hash() == loaded.hash
+        {
+            running.confirm_module_file(loaded.stamp);
+            return Ok(false);
         }
+        let app = start_app(&self.runtime, name, config, loaded).await?;
+        self.publish_application(&current, name, app);
+        Ok(true)
+    }
+
+    /// Publishes `current` with one application replaced; the config and its generation
+    /// number stay as they are.
+    fn publish_application(&self, current: &Committed, name: &str, app: Arc<WasmApp>) {
+        let live = current.live.with_application(name, app);
+        let in_use = live
+            .module_hashes()
+            .chain(current.live.module_hashes())
+            .collect();
+        self.current.store(Arc::new(Committed {
+            generation: current.generation,
+            tree: current.tree.clone(),
+            live,
+        }));
+        self.runtime.retain_modules(&in_use);
     }
 
     /// The tree of a kept generation, parsed.

@@ -21,9 +21,9 @@ use crate::routing::action::Pass;
 use crate::routing::encoding::encode_path;
 use crate::routing::request::RequestInfo;
 use crate::routing::{Outcome, Router};
-use crate::runtime::Runtime;
 use crate::runtime::app::WasmApp;
 use crate::runtime::pool::PoolCounts;
+use crate::runtime::{LoadedModule, Runtime};
 
 /// A valid config that cannot be run; the running generation stays as it was.
 #[derive(Debug, Error)]
@@ -34,8 +34,8 @@ pub struct Generation {
     /// Applications in config order; passes refer to them by index.
     applications: Vec<(String, Arc<WasmApp>)>,
     /// Where each listener sends its requests.
-    listeners: HashMap<String, Pass>,
-    router: Router,
+    listeners: Arc<HashMap<String, Pass>>,
+    router: Arc<Router>,
     access_log: Option<Arc<AccessLog>>,
 }
 
@@ -44,8 +44,8 @@ impl Generation {
     pub fn empty() -> Self {
         Self {
             applications: Vec::new(),
-            listeners: HashMap::new(),
-            router: Router::default(),
+            listeners: Arc::default(),
+            router: Arc::default(),
             access_log: None,
         }
     }
@@ -85,10 +85,29 @@ impl Generation {
         };
         Ok(Self {
             applications,
-            listeners,
-            router,
+            listeners: Arc::new(listeners),
+            router: Arc::new(router),
             access_log,
         })
+    }
+
+    /// This generation with the application `name` replaced by `app` (a restart or a
+    /// module swap); routes, listeners and the other apps are shared, not rebuilt.
+    pub fn with_application(&self, name: &str, app: Arc<WasmApp>) -> Self {
+        let applications = self
+            .applications
+            .iter()
+            .map(|(n, old)| {
+                let kept = if n == name { &app } else { old };
+                (n.clone(), Arc::clone(kept))
+            })
+            .collect();
+        Self {
+            applications,
+            listeners: Arc::clone(&self.listeners),
+            router: Arc::clone(&self.router),
+            access_log: self.access_log.clone(),
+        }
     }
 
     /// Opens the access log file again (`SIGUSR1`, after rotation).
@@ -106,7 +125,7 @@ impl Generation {
         self.application(name).is_some()
     }
 
-    fn application(&self, name: &str) -> Option<&Arc<WasmApp>> {
+    pub fn application(&self, name: &str) -> Option<&Arc<WasmApp>> {
         self.applications
             .iter()
             .find(|(n, _)| n == name)
@@ -218,28 +237,60 @@ async fn build_app(
     config: &Value,
     previous: Option<&Generation>,
 ) -> Result<Arc<WasmApp>, ApplyError> {
-    let failed = |e: anyhow::Error| ApplyError(format!("application \"{name}\": {e:#}"));
     if config.get("type").and_then(Value::as_str) != Some("wasm") {
         return Err(ApplyError(format!(
             "application \"{name}\": the \"wasm-wasi-component\" type is not supported yet"
         )));
     }
-    if let Some(old) = previous.and_then(|g| g.application(name))
-        && old.config() == config
+    let old = previous
+        .and_then(|g| g.application(name))
+        .filter(|old| old.config() == config);
+    if let Some(old) = old
+        && old.module_file_unchanged()
     {
-        let module = config
-            .get("module")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let (hash, _) = runtime.load(module.as_ref()).await.map_err(failed)?;
-        if hash == old.module_hash() {
-            return Ok(Arc::clone(old));
-        }
+        return Ok(Arc::clone(old));
     }
-    WasmApp::build(runtime, name, config)
+    let loaded = load_module(runtime, name, config).await?;
+    if let Some(old) = old
+        && loaded.hash == old.module_hash()
+    {
+        old.confirm_module_file(loaded.stamp);
+        return Ok(Arc::clone(old));
+    }
+    start_app(runtime, name, config, loaded).await
+}
+
+/// Reads and compiles (or fetches) an app's module file.
+pub async fn load_module(
+    runtime: &Runtime,
+    name: &str,
+    config: &Value,
+) -> Result<LoadedModule, ApplyError> {
+    let path = config
+        .get("module")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    runtime
+        .load(path.as_ref())
+        .await
+        .map_err(|e| app_failed(name, &e))
+}
+
+/// Starts an app on a loaded module, with fresh instances.
+pub async fn start_app(
+    runtime: &Runtime,
+    name: &str,
+    config: &Value,
+    loaded: LoadedModule,
+) -> Result<Arc<WasmApp>, ApplyError> {
+    WasmApp::build(runtime, name, config, loaded)
         .await
         .map(Arc::new)
-        .map_err(failed)
+        .map_err(|e| app_failed(name, &e))
+}
+
+fn app_failed(name: &str, e: &anyhow::Error) -> ApplyError {
+    ApplyError(format!("application \"{name}\": {e:#}"))
 }
 
 /// The data plane's HTTP settings from `settings.http`; unset members keep Unit's

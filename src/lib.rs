@@ -5,7 +5,7 @@
 //! its durable history, `controller` the one path by which it changes, `generation` what
 //! runs, `routing` where requests go, `access_log` the record of them, `runtime` the Wasm
 //! engine and guests, `listeners` and `http` the data plane, `control` the API, `status`
-//! the counters.
+//! the counters, `watch` the module files that swap themselves in.
 
 pub mod access_log;
 pub mod config;
@@ -19,3 +19,4 @@ pub mod runtime;
 pub mod sockets;
 pub mod status;
 pub mod store;
+pub mod watch;

@@ -21,6 +21,7 @@ use wharf::http::ConnectionStats;
 use wharf::listeners::Listeners;
 use wharf::runtime::Runtime;
 use wharf::store::Store;
+use wharf::watch;
 
 /// A WebAssembly application server that speaks NGINX Unit's control API.
 #[derive(Debug, Parser)]
@@ -53,6 +54,9 @@ struct Cli {
     /// Apply and commit this config file at startup; a bad file stops the server
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Size bound of the compiled-module cache in STATEDIR/compiled, in MiB; 0 turns it off
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    module_cache_size: u64,
 }
 
 // Request handling allocates many small, short-lived objects across threads; mimalloc
@@ -137,7 +141,12 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
         );
     }
     let store = Store::open(&cli.statedir)?;
-    let runtime = Arc::new(Runtime::new()?);
+    let runtime = Arc::new(if cli.module_cache_size == 0 {
+        Runtime::new()?
+    } else {
+        let bound = cli.module_cache_size.saturating_mul(1 << 20);
+        Runtime::with_artifact_cache(&cli.statedir.join("compiled"), bound)?
+    });
     let stats = Arc::new(ConnectionStats::default());
     let listeners = Listeners::new(data_plane, Arc::clone(&stats));
     let controller =
@@ -151,6 +160,8 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
             .await
             .with_context(|| format!("the config file `{source}` was not applied"))?;
     }
+
+    actix_web::rt::spawn(watch::run(Arc::downgrade(&controller)));
 
     let address = cli
         .control

@@ -15,7 +15,9 @@ use super::body;
 use super::reply::{self, Reply};
 use crate::config::path::{self, array_index};
 use crate::config::{dialect, edit};
-use crate::controller::{ChangeError, ChangeOrigin, Committed, Controller, Precondition};
+use crate::controller::{
+    ChangeError, ChangeOrigin, Committed, Controller, Precondition, RestartError,
+};
 use crate::http::ConnectionStats;
 use crate::status;
 
@@ -138,7 +140,17 @@ async fn control(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> 
     };
     match state.controller.restart(&name).await {
         Ok(()) => Reply::ok(json!({"success": "Ok"})),
-        Err(e) => Reply::error_with(StatusCode::NOT_FOUND, reply::NOT_FOUND, e.to_string()),
+        Err(e @ RestartError::UnknownApplication(_)) => {
+            Reply::error_with(StatusCode::NOT_FOUND, reply::NOT_FOUND, e.to_string())
+        }
+        Err(RestartError::Failed(e)) => {
+            tracing::error!(application = %name, "restart failed: {e}");
+            Reply::error_with(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                reply::RESTART_FAILED,
+                e.to_string(),
+            )
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub const INVALID_PATH: &str = "Invalid path.";
 pub const INVALID_JSON: &str = "Invalid JSON.";
 pub const INVALID_CONFIG: &str = "Invalid configuration.";
 pub const FAILED_TO_APPLY: &str = "Failed to apply new configuration.";
+pub const RESTART_FAILED: &str = "Failed to restart application.";
 pub const PRECONDITION_FAILED: &str = "Precondition failed.";
 pub const BODY_TOO_LARGE: &str = "Request body is too large.";
 pub const BODY_TIMEOUT: &str = "Request body timed out.";

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use super::limits::Limits;
 use super::pool::{CheckoutError, InstancePool, PoolCounts, PoolSize};
 use super::slow_lane::SlowLane;
 use super::unit_abi::{Exchange, Head, UnitAppSpec, UnitInstance, UnitModule};
-use super::{ModuleHash, Runtime};
+use super::{FileStamp, LoadedModule, ModuleHash, Runtime};
 use crate::http::{self, BodyError, Request, Response, ResponseBody};
 
 /// Pieces of response body in flight between a guest and its client.
@@ -31,6 +31,8 @@ pub struct WasmApp {
     /// The app's config object, to tell whether a new config changes it.
     config: Value,
     module_hash: ModuleHash,
+    /// The module file's stamp when its bytes were last seen to be `module_hash`'s.
+    module_stamp: Mutex<Option<FileStamp>>,
     pool: Arc<InstancePool>,
     limits: Limits,
     slow_lane: Arc<SlowLane>,
@@ -57,13 +59,17 @@ enum Progress {
 }
 
 impl WasmApp {
-    /// Compiles (or reuses) the module, links it, checks its exports and starts one
-    /// instance, so that a module that cannot serve fails the change that configured it.
-    pub async fn build(runtime: &Runtime, name: &str, config: &Value) -> anyhow::Result<Self> {
+    /// Links the loaded module, checks its exports and starts its spare instances (at
+    /// least one), so that a module that cannot serve fails the change that configured it.
+    pub async fn build(
+        runtime: &Runtime,
+        name: &str,
+        config: &Value,
+        loaded: LoadedModule,
+    ) -> anyhow::Result<Self> {
         let spec = UnitAppSpec::from_config(config);
-        let (module_hash, module) = runtime.load(&spec.module).await?;
         let module_path = spec.module.display().to_string();
-        let unit = UnitModule::new(runtime.unit_linker(), &module, spec)
+        let unit = UnitModule::new(runtime.unit_linker(), &loaded.module, spec)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{module_path}`"))?;
         let limits = Limits::from_config(config);
@@ -81,7 +87,8 @@ impl WasmApp {
         Ok(Self {
             name: name.to_owned(),
             config: config.clone(),
-            module_hash,
+            module_hash: loaded.hash,
+            module_stamp: Mutex::new(loaded.stamp),
             pool,
             limits,
             slow_lane,
@@ -94,6 +101,32 @@ impl WasmApp {
 
     pub fn module_hash(&self) -> ModuleHash {
         self.module_hash
+    }
+
+    /// The module file's stamp when it was last seen to hold this app's module.
+    pub fn module_stamp(&self) -> Option<FileStamp> {
+        self.module_stamp.lock().map_or(None, |stamp| *stamp)
+    }
+
+    /// Whether the module file is provably as it was loaded: not written since.
+    pub fn module_file_unchanged(&self) -> bool {
+        let recorded = self.module_stamp();
+        recorded.is_some() && FileStamp::of(self.module_path().as_ref()) == recorded
+    }
+
+    /// The module file, as configured.
+    pub fn module_path(&self) -> &str {
+        self.config
+            .get("module")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Records that the module file, at `stamp`, still holds this app's module.
+    pub fn confirm_module_file(&self, stamp: Option<FileStamp>) {
+        if let Ok(mut recorded) = self.module_stamp.lock() {
+            *recorded = stamp;
+        }
     }
 
     pub fn counts(&self) -> PoolCounts {

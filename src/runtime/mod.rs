@@ -3,6 +3,7 @@
 //! `wasm` type).
 
 pub mod app;
+pub mod artifact_cache;
 pub mod engine;
 pub mod layout;
 pub mod limits;
@@ -11,31 +12,91 @@ pub mod slow_lane;
 pub mod unit_abi;
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 use wasmtime::{Engine, Linker, Module};
 
+use artifact_cache::{ArtifactCache, ArtifactKind};
 use slow_lane::SlowLane;
 use unit_abi::GuestState;
 
 /// A module's identity: the SHA-256 of its bytes.
 pub type ModuleHash = [u8; 32];
 
+/// What the file system says about a file: enough to tell that it has not been written
+/// since, without reading it. Any write moves `ctime`, which no user can set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+    changed_ns: i128,
+}
+
+impl FileStamp {
+    /// The file's stamp now; `None` if it cannot be read.
+    pub fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        Some(Self {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            modified_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            changed_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+/// A module file as it was read and compiled.
+#[derive(Clone)]
+pub struct LoadedModule {
+    pub hash: ModuleHash,
+    pub module: Module,
+    /// The file's stamp taken before it was read: a write after that moves it on.
+    pub stamp: Option<FileStamp>,
+}
+
 pub struct Runtime {
     engine: Engine,
     unit_linker: Linker<GuestState>,
     modules: Mutex<HashMap<ModuleHash, Module>>,
+    artifacts: Option<Arc<ArtifactCache>>,
     slow_lane: Arc<SlowLane>,
 }
 
 impl Runtime {
+    /// A runtime that compiles every module it has not seen in this process.
     pub fn new() -> anyhow::Result<Self> {
+        Self::build(|_| Ok(None))
+    }
+
+    /// A runtime that also keeps compiled modules in `dir`, up to `capacity` bytes.
+    pub fn with_artifact_cache(dir: &Path, capacity: u64) -> anyhow::Result<Self> {
+        Self::build(|engine| {
+            let cache = ArtifactCache::open(dir, engine, capacity).with_context(|| {
+                format!(
+                    "failed to open the compiled-module cache `{}`",
+                    dir.display()
+                )
+            })?;
+            Ok(Some(Arc::new(cache)))
+        })
+    }
+
+    fn build(
+        artifacts: impl FnOnce(&Engine) -> anyhow::Result<Option<Arc<ArtifactCache>>>,
+    ) -> anyhow::Result<Self> {
         let engine = engine::build()?;
         let unit_linker = unit_abi::linker(&engine).map_err(anyhow::Error::from)?;
         Ok(Self {
+            artifacts: artifacts(&engine)?,
             engine,
             unit_linker,
             modules: Mutex::new(HashMap::new()),
@@ -55,25 +116,71 @@ impl Runtime {
         &self.slow_lane
     }
 
-    /// Reads a module file and returns it compiled, compiling only content not seen before.
-    pub async fn load(&self, path: &Path) -> anyhow::Result<(ModuleHash, Module)> {
+    /// Reads a module file and returns it compiled: from memory if this content is
+    /// already loaded, else from the artifact cache, else compiled (and cached).
+    pub async fn load(&self, path: &Path) -> anyhow::Result<LoadedModule> {
         let owned = path.to_path_buf();
-        let bytes = tokio::task::spawn_blocking(move || std::fs::read(&owned))
-            .await?
-            .with_context(|| format!("failed to read `{}`", path.display()))?;
+        let (stamp, bytes) = tokio::task::spawn_blocking(move || {
+            let stamp = FileStamp::of(&owned);
+            std::fs::read(&owned).map(|bytes| (stamp, bytes))
+        })
+        .await?
+        .with_context(|| format!("failed to read `{}`", path.display()))?;
         let hash: ModuleHash = Sha256::digest(&bytes).into();
-        if let Some(module) = self.cached(&hash) {
-            return Ok((hash, module));
-        }
+        let module = match self.cached(&hash) {
+            Some(module) => module,
+            None => {
+                let module = self
+                    .compile_or_fetch(hash, bytes)
+                    .await
+                    .with_context(|| format!("failed to compile `{}`", path.display()))?;
+                if let Ok(mut modules) = self.modules.lock() {
+                    modules.insert(hash, module.clone());
+                }
+                module
+            }
+        };
+        Ok(LoadedModule {
+            hash,
+            module,
+            stamp,
+        })
+    }
+
+    /// A module from the artifact cache, or compiled and then stored there; off the
+    /// async workers, as both block.
+    async fn compile_or_fetch(&self, hash: ModuleHash, bytes: Vec<u8>) -> anyhow::Result<Module> {
         let engine = self.engine.clone();
-        let module = tokio::task::spawn_blocking(move || Module::new(&engine, &bytes))
-            .await?
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("failed to compile `{}`", path.display()))?;
-        if let Ok(mut modules) = self.modules.lock() {
-            modules.insert(hash, module.clone());
-        }
-        Ok((hash, module))
+        let artifacts = self.artifacts.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(artifacts) = artifacts else {
+                return Module::new(&engine, &bytes).map_err(anyhow::Error::from);
+            };
+            let started = Instant::now();
+            if let Some(verified) = artifacts.get(ArtifactKind::Module, &hash) {
+                match verified.into_module(&engine) {
+                    Ok(module) => {
+                        tracing::debug!(elapsed = ?started.elapsed(), "module loaded from the cache");
+                        return Ok(module);
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "compiled-module cache: a verified entry did not load ({e:#}); \
+                             compiling again"
+                        );
+                        artifacts.discard(ArtifactKind::Module, &hash);
+                    }
+                }
+            }
+            let module = Module::new(&engine, &bytes)?;
+            match module.serialize() {
+                Ok(artifact) => artifacts.put(ArtifactKind::Module, &hash, &artifact),
+                Err(e) => tracing::warn!("compiled-module cache: cannot serialize: {e:#}"),
+            }
+            tracing::info!(elapsed = ?started.elapsed(), "module compiled");
+            Ok(module)
+        })
+        .await?
     }
 
     fn cached(&self, hash: &ModuleHash) -> Option<Module> {
