@@ -19,6 +19,7 @@ mod generations;
 mod guests;
 mod hostile;
 mod hostile_guests;
+mod hot_swap;
 mod invalid_configs;
 mod json_dialect;
 mod limits;
