@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Hot-swap figures with 20 apps: start-up with a cold against a warm compiled-module
+# cache, time from PUT to acknowledgement, and p99 latency during a swap storm against
+# steady state (see benches/hot_swap.py for what each step does).
+#
+#   benches/hot-swap.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds, 10 s of wrk)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+command -v wrk >/dev/null || {
+    sudo=(); ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+}
+./scripts/setup
+./scripts/build-examples >/dev/null
+cargo build --release --quiet --bin wharf
+
+work=$(mktemp -d)
+trap 'pkill -f -- "--statedir $work/state" 2>/dev/null || true; rm -rf "$work"' EXIT
+python3 benches/hot_swap.py target/release/wharf target/wasm/hello.wasm "$work" "$@"
