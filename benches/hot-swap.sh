@@ -8,13 +8,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-command -v wrk >/dev/null || {
-    sudo=(); ((EUID == 0)) || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-}
-./scripts/setup
-./scripts/build-examples >/dev/null
-cargo build --release --quiet --bin wharf
+benches/prepare.sh
 
 work=$(mktemp -d)
 trap 'pkill -f -- "--statedir $work/state" 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -15,13 +15,7 @@ rounds=${1:-3}
 seconds=${2:-10}
 cd "$repo"
 
-command -v wrk >/dev/null || {
-    sudo=(); ((EUID == 0)) || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-}
-./scripts/setup
-./scripts/build-examples >/dev/null
-cargo build --release --quiet --bin wharf
+benches/prepare.sh
 
 work=$(mktemp -d)
 pids=()
