@@ -271,7 +271,7 @@ pub async fn load_module(
         .and_then(Value::as_str)
         .unwrap_or_default();
     runtime
-        .load(path.as_ref())
+        .load::<wasmtime::Module>(path.as_ref())
         .await
         .map_err(|e| app_failed(name, &e))
 }

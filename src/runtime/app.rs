@@ -69,7 +69,7 @@ impl WasmApp {
     ) -> anyhow::Result<Self> {
         let spec = UnitAppSpec::from_config(config);
         let module_path = spec.module.display().to_string();
-        let unit = UnitModule::new(runtime.unit_linker(), &loaded.module, spec)
+        let unit = UnitModule::new(runtime.unit_linker(), &loaded.code, spec)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{module_path}`"))?;
         let limits = Limits::from_config(config);

@@ -43,7 +43,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// What a cached artifact was compiled from; part of the key, so a module and a
 /// component with the same bytes never share an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArtifactKind {
     Module,
     Component,

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod artifact_cache;
+pub mod compiled;
 pub mod engine;
 pub mod layout;
 pub mod limits;
@@ -22,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 use wasmtime::{Engine, Linker, Module};
 
 use artifact_cache::{ArtifactCache, ArtifactKind};
+use compiled::{Code, Compiled};
 use slow_lane::SlowLane;
 use unit_abi::GuestState;
 
@@ -54,19 +56,22 @@ impl FileStamp {
     }
 }
 
-/// A module file as it was read and compiled.
+/// A module (or component) file as it was read and compiled.
 #[derive(Clone)]
-pub struct LoadedModule {
+pub struct Loaded<T> {
     pub hash: ModuleHash,
-    pub module: Module,
+    pub code: T,
     /// The file's stamp taken before it was read: a write after that moves it on.
     pub stamp: Option<FileStamp>,
 }
 
+pub type LoadedModule = Loaded<Module>;
+
 pub struct Runtime {
     engine: Engine,
     unit_linker: Linker<GuestState>,
-    modules: Mutex<HashMap<ModuleHash, Module>>,
+    /// Compiled code by kind and content hash, shared by every app that runs it.
+    compiled: Mutex<HashMap<(ArtifactKind, ModuleHash), Code>>,
     artifacts: Option<Arc<ArtifactCache>>,
     slow_lane: Arc<SlowLane>,
 }
@@ -99,7 +104,7 @@ impl Runtime {
             artifacts: artifacts(&engine)?,
             engine,
             unit_linker,
-            modules: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(HashMap::new()),
             slow_lane: Arc::new(SlowLane::start()?),
         })
     }
@@ -116,9 +121,9 @@ impl Runtime {
         &self.slow_lane
     }
 
-    /// Reads a module file and returns it compiled: from memory if this content is
-    /// already loaded, else from the artifact cache, else compiled (and cached).
-    pub async fn load(&self, path: &Path) -> anyhow::Result<LoadedModule> {
+    /// Reads a module (or component) file and returns it compiled: from memory if this
+    /// content is already loaded, else from the artifact cache, else compiled (and cached).
+    pub async fn load<T: Compiled>(&self, path: &Path) -> anyhow::Result<Loaded<T>> {
         let owned = path.to_path_buf();
         let (stamp, bytes) = tokio::task::spawn_blocking(move || {
             let stamp = FileStamp::of(&owned);
@@ -127,70 +132,71 @@ impl Runtime {
         .await?
         .with_context(|| format!("failed to read `{}`", path.display()))?;
         let hash: ModuleHash = Sha256::digest(&bytes).into();
-        let module = match self.cached(&hash) {
-            Some(module) => module,
+        let key = (T::KIND, hash);
+        let cached = self
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|compiled| compiled.get(&key).and_then(T::from_code));
+        let code = match cached {
+            Some(code) => code,
             None => {
-                let module = self
-                    .compile_or_fetch(hash, bytes)
-                    .await
-                    .with_context(|| format!("failed to compile `{}`", path.display()))?;
-                if let Ok(mut modules) = self.modules.lock() {
-                    modules.insert(hash, module.clone());
+                let code: T = self.compile_or_fetch(hash, bytes).await.with_context(|| {
+                    format!("failed to compile the {} `{}`", T::NOUN, path.display())
+                })?;
+                if let Ok(mut compiled) = self.compiled.lock() {
+                    compiled.insert(key, code.clone().into_code());
                 }
-                module
+                code
             }
         };
-        Ok(LoadedModule {
-            hash,
-            module,
-            stamp,
-        })
+        Ok(Loaded { hash, code, stamp })
     }
 
-    /// A module from the artifact cache, or compiled and then stored there; off the
-    /// async workers, as both block.
-    async fn compile_or_fetch(&self, hash: ModuleHash, bytes: Vec<u8>) -> anyhow::Result<Module> {
+    /// Code from the artifact cache, or compiled and then stored there; off the async
+    /// workers, as both block.
+    async fn compile_or_fetch<T: Compiled>(
+        &self,
+        hash: ModuleHash,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<T> {
         let engine = self.engine.clone();
         let artifacts = self.artifacts.clone();
         tokio::task::spawn_blocking(move || {
             let Some(artifacts) = artifacts else {
-                return Module::new(&engine, &bytes).map_err(anyhow::Error::from);
+                return T::compile(&engine, &bytes);
             };
             let started = Instant::now();
-            if let Some(verified) = artifacts.get(ArtifactKind::Module, &hash) {
-                match verified.into_module(&engine) {
-                    Ok(module) => {
-                        tracing::debug!(elapsed = ?started.elapsed(), "module loaded from the cache");
-                        return Ok(module);
+            if let Some(verified) = artifacts.get(T::KIND, &hash) {
+                match T::deserialize(verified, &engine) {
+                    Ok(code) => {
+                        tracing::debug!(elapsed = ?started.elapsed(), "{} loaded from the cache", T::NOUN);
+                        return Ok(code);
                     }
                     Err(e) => {
                         tracing::warn!(
                             "compiled-module cache: a verified entry did not load ({e:#}); \
                              compiling again"
                         );
-                        artifacts.discard(ArtifactKind::Module, &hash);
+                        artifacts.discard(T::KIND, &hash);
                     }
                 }
             }
-            let module = Module::new(&engine, &bytes)?;
-            match module.serialize() {
-                Ok(artifact) => artifacts.put(ArtifactKind::Module, &hash, &artifact),
+            let code = T::compile(&engine, &bytes)?;
+            match code.serialize() {
+                Ok(artifact) => artifacts.put(T::KIND, &hash, &artifact),
                 Err(e) => tracing::warn!("compiled-module cache: cannot serialize: {e:#}"),
             }
-            tracing::info!(elapsed = ?started.elapsed(), "module compiled");
-            Ok(module)
+            tracing::info!(elapsed = ?started.elapsed(), "{} compiled", T::NOUN);
+            Ok(code)
         })
         .await?
     }
 
-    fn cached(&self, hash: &ModuleHash) -> Option<Module> {
-        self.modules.lock().ok()?.get(hash).cloned()
-    }
-
     /// Drops compiled modules that no running generation uses.
     pub fn retain_modules(&self, in_use: &HashSet<ModuleHash>) {
-        if let Ok(mut modules) = self.modules.lock() {
-            modules.retain(|hash, _| in_use.contains(hash));
+        if let Ok(mut compiled) = self.compiled.lock() {
+            compiled.retain(|(_, hash), _| in_use.contains(hash));
         }
     }
 }
