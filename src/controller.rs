@@ -12,14 +12,14 @@ use serde_json::{Value, json};
 use thiserror::Error;
 use tokio::sync::Mutex;
 
+use crate::application::Application;
 use crate::config::dialect;
 use crate::config::edit::EditError;
 use crate::config::validate::{ConfigValidator, InvalidConfig};
-use crate::generation::{ApplyError, Generation, http_settings, load_module, start_app};
+use crate::generation::{ApplyError, Generation, http_settings};
 use crate::http::Settings;
 use crate::listeners::Listeners;
 use crate::runtime::Runtime;
-use crate::runtime::app::WasmApp;
 use crate::store::{HistoryEntry, Store, StoredGeneration};
 
 /// The tree a fresh state dir starts on, and the one Wharf falls back to.
@@ -255,8 +255,8 @@ impl Controller {
         let _turn = self.changes.lock().await;
         let current = self.current();
         let config = application_config(&current, name)?;
-        let loaded = load_module(&self.runtime, name, config).await?;
-        let app = start_app(&self.runtime, name, config, loaded).await?;
+        let code = Application::load(&self.runtime, name, config).await?;
+        let app = Application::start(&self.runtime, name, config, code).await?;
         self.publish_application(&current, name, app);
         tracing::info!(application = name, "restarted");
         Ok(())
@@ -268,21 +268,22 @@ impl Controller {
         let _turn = self.changes.lock().await;
         let current = self.current();
         let config = application_config(&current, name)?;
-        let loaded = load_module(&self.runtime, name, config).await?;
-        if let Some(running) = current.live.application(name)
-            && running.module_hash() == loaded.hash
+        let code = Application::load(&self.runtime, name, config).await?;
+        if current
+            .live
+            .application(name)
+            .is_some_and(|running| running.keeps(&code))
         {
-            running.confirm_module_file(loaded.stamp);
             return Ok(false);
         }
-        let app = start_app(&self.runtime, name, config, loaded).await?;
+        let app = Application::start(&self.runtime, name, config, code).await?;
         self.publish_application(&current, name, app);
         Ok(true)
     }
 
     /// Publishes `current` with one application replaced; the config and its generation
     /// number stay as they are.
-    fn publish_application(&self, current: &Committed, name: &str, app: Arc<WasmApp>) {
+    fn publish_application(&self, current: &Committed, name: &str, app: Arc<Application>) {
         let live = current.live.with_application(name, app);
         let in_use = live
             .module_hashes()

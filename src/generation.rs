@@ -16,14 +16,14 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::access_log::{self, AccessLog};
+use crate::application::Application;
 use crate::http::{self, Completion, Request, Response};
 use crate::routing::action::Pass;
 use crate::routing::encoding::encode_path;
 use crate::routing::request::RequestInfo;
 use crate::routing::{Outcome, Router};
-use crate::runtime::app::WasmApp;
+use crate::runtime::Runtime;
 use crate::runtime::pool::PoolCounts;
-use crate::runtime::{LoadedModule, Runtime};
 
 /// A valid config that cannot be run; the running generation stays as it was.
 #[derive(Debug, Error)]
@@ -32,7 +32,7 @@ pub struct ApplyError(pub String);
 
 pub struct Generation {
     /// Applications in config order; passes refer to them by index.
-    applications: Vec<(String, Arc<WasmApp>)>,
+    applications: Vec<(String, Arc<Application>)>,
     /// Where each listener sends its requests.
     listeners: Arc<HashMap<String, Pass>>,
     router: Arc<Router>,
@@ -59,7 +59,8 @@ impl Generation {
         let mut applications = Vec::new();
         if let Some(apps) = tree.get("applications").and_then(Value::as_object) {
             for (name, config) in apps {
-                let app = build_app(runtime, name, config, previous).await?;
+                let old = previous.and_then(|g| g.application(name));
+                let app = Application::build(runtime, name, config, old).await?;
                 applications.push((name.clone(), app));
             }
         }
@@ -93,7 +94,7 @@ impl Generation {
 
     /// This generation with the application `name` replaced by `app` (a restart or a
     /// module swap); routes, listeners and the other apps are shared, not rebuilt.
-    pub fn with_application(&self, name: &str, app: Arc<WasmApp>) -> Self {
+    pub fn with_application(&self, name: &str, app: Arc<Application>) -> Self {
         let applications = self
             .applications
             .iter()
@@ -125,7 +126,7 @@ impl Generation {
         self.application(name).is_some()
     }
 
-    pub fn application(&self, name: &str) -> Option<&Arc<WasmApp>> {
+    pub fn application(&self, name: &str) -> Option<&Arc<Application>> {
         self.applications
             .iter()
             .find(|(n, _)| n == name)
@@ -141,7 +142,7 @@ impl Generation {
 
     /// The module hashes this generation runs.
     pub fn module_hashes(&self) -> impl Iterator<Item = crate::runtime::ModuleHash> + '_ {
-        self.applications.iter().map(|(_, app)| app.module_hash())
+        self.applications.iter().map(|(_, app)| app.code_hash())
     }
 
     /// Serves a request that arrived on the listener `address`; the completion, if any,
@@ -229,68 +230,6 @@ fn app_target(info: &RequestInfo) -> Bytes {
         target.extend_from_slice(query);
     }
     target.freeze()
-}
-
-async fn build_app(
-    runtime: &Runtime,
-    name: &str,
-    config: &Value,
-    previous: Option<&Generation>,
-) -> Result<Arc<WasmApp>, ApplyError> {
-    if config.get("type").and_then(Value::as_str) != Some("wasm") {
-        return Err(ApplyError(format!(
-            "application \"{name}\": the \"wasm-wasi-component\" type is not supported yet"
-        )));
-    }
-    let old = previous
-        .and_then(|g| g.application(name))
-        .filter(|old| old.config() == config);
-    if let Some(old) = old
-        && old.module_file_unchanged()
-    {
-        return Ok(Arc::clone(old));
-    }
-    let loaded = load_module(runtime, name, config).await?;
-    if let Some(old) = old
-        && loaded.hash == old.module_hash()
-    {
-        old.confirm_module_file(loaded.stamp);
-        return Ok(Arc::clone(old));
-    }
-    start_app(runtime, name, config, loaded).await
-}
-
-/// Reads and compiles (or fetches) an app's module file.
-pub async fn load_module(
-    runtime: &Runtime,
-    name: &str,
-    config: &Value,
-) -> Result<LoadedModule, ApplyError> {
-    let path = config
-        .get("module")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    runtime
-        .load::<wasmtime::Module>(path.as_ref())
-        .await
-        .map_err(|e| app_failed(name, &e))
-}
-
-/// Starts an app on a loaded module, with fresh instances.
-pub async fn start_app(
-    runtime: &Runtime,
-    name: &str,
-    config: &Value,
-    loaded: LoadedModule,
-) -> Result<Arc<WasmApp>, ApplyError> {
-    WasmApp::build(runtime, name, config, loaded)
-        .await
-        .map(Arc::new)
-        .map_err(|e| app_failed(name, &e))
-}
-
-fn app_failed(name: &str, e: &anyhow::Error) -> ApplyError {
-    ApplyError(format!("application \"{name}\": {e:#}"))
 }
 
 /// The data plane's HTTP settings from `settings.http`; unset members keep Unit's

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::application::Application;
 use crate::controller::Controller;
 use crate::runtime::FileStamp;
-use crate::runtime::app::WasmApp;
 
 /// How often watched files are looked at.
 pub const POLL: Duration = Duration::from_millis(200);
@@ -29,7 +29,7 @@ struct Watched {
     /// The running app this state is about; another app under the same name (the
     /// config changed it) starts afresh. Weak, so the watch never keeps a retired app's
     /// instances alive.
-    app: Weak<WasmApp>,
+    app: Weak<Application>,
     /// A changed stamp and when it was first seen, until the file settles.
     pending: Option<(FileStamp, Instant)>,
     /// A stamp that was tried and failed; not tried again until the file changes.
@@ -98,10 +98,10 @@ fn due_reloads(
             };
         }
         // A missing file (mid-replacement, or deleted) is not a change to act on.
-        let Some(stamp) = FileStamp::of(app.module_path().as_ref()) else {
+        let Some(stamp) = FileStamp::of(app.file()) else {
             continue;
         };
-        if Some(stamp) == app.module_stamp() || Some(stamp) == state.failed {
+        if Some(stamp) == app.stamp() || Some(stamp) == state.failed {
             state.pending = None;
             continue;
         }

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use super::limits::Limits;
 use super::pool::{CheckoutError, InstancePool, PoolCounts, PoolSize};
 use super::slow_lane::SlowLane;
 use super::unit_abi::{Exchange, Head, UnitAppSpec, UnitInstance, UnitModule};
-use super::{FileStamp, LoadedModule, ModuleHash, Runtime};
+use super::{LoadedModule, Runtime};
 use crate::http::{self, BodyError, Request, Response, ResponseBody};
 
 /// Pieces of response body in flight between a guest and its client.
@@ -28,11 +28,6 @@ const BODY_PIPELINE: usize = 4;
 
 pub struct WasmApp {
     name: String,
-    /// The app's config object, to tell whether a new config changes it.
-    config: Value,
-    module_hash: ModuleHash,
-    /// The module file's stamp when its bytes were last seen to be `module_hash`'s.
-    module_stamp: Mutex<Option<FileStamp>>,
     pool: Arc<InstancePool>,
     limits: Limits,
     slow_lane: Arc<SlowLane>,
@@ -86,47 +81,10 @@ impl WasmApp {
             .with_context(|| format!("`{module_path}` failed to start"))?;
         Ok(Self {
             name: name.to_owned(),
-            config: config.clone(),
-            module_hash: loaded.hash,
-            module_stamp: Mutex::new(loaded.stamp),
             pool,
             limits,
             slow_lane,
         })
-    }
-
-    pub fn config(&self) -> &Value {
-        &self.config
-    }
-
-    pub fn module_hash(&self) -> ModuleHash {
-        self.module_hash
-    }
-
-    /// The module file's stamp when it was last seen to hold this app's module.
-    pub fn module_stamp(&self) -> Option<FileStamp> {
-        self.module_stamp.lock().map_or(None, |stamp| *stamp)
-    }
-
-    /// Whether the module file is provably as it was loaded: not written since.
-    pub fn module_file_unchanged(&self) -> bool {
-        let recorded = self.module_stamp();
-        recorded.is_some() && FileStamp::of(self.module_path().as_ref()) == recorded
-    }
-
-    /// The module file, as configured.
-    pub fn module_path(&self) -> &str {
-        self.config
-            .get("module")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    }
-
-    /// Records that the module file, at `stamp`, still holds this app's module.
-    pub fn confirm_module_file(&self, stamp: Option<FileStamp>) {
-        if let Ok(mut recorded) = self.module_stamp.lock() {
-            *recorded = stamp;
-        }
     }
 
     pub fn counts(&self) -> PoolCounts {

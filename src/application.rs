@@ -1,0 +1,176 @@
+//! A configured application as a generation runs it: the running app of its type, plus
+//! what decides whether a change, a restart or `watch` must replace it: its config, the
+//! hash of its code, and the stamp of its file when that code was read.
+//!
+//! Every way an app comes to run goes through here: a change keeps an app whose config
+//! and code are unchanged (with its warm instances) and starts the others; a restart
+//! loads the file again and starts fresh instances; `watch` does the same only when the
+//! file's bytes changed.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use wasmtime::Module;
+
+use crate::generation::ApplyError;
+use crate::http::{Request, Response};
+use crate::runtime::app::WasmApp;
+use crate::runtime::pool::PoolCounts;
+use crate::runtime::{FileStamp, Loaded, ModuleHash, Runtime};
+
+pub struct Application {
+    running: Running,
+    config: Value,
+    hash: ModuleHash,
+    /// The file's stamp when its bytes were last seen to be `hash`'s.
+    stamp: Mutex<Option<FileStamp>>,
+}
+
+/// The running app, by type.
+enum Running {
+    Wasm(WasmApp),
+}
+
+/// An app's file, read and compiled for its type.
+pub enum LoadedCode {
+    Module(Loaded<Module>),
+}
+
+impl LoadedCode {
+    pub fn hash(&self) -> ModuleHash {
+        match self {
+            Self::Module(loaded) => loaded.hash,
+        }
+    }
+
+    fn stamp(&self) -> Option<FileStamp> {
+        match self {
+            Self::Module(loaded) => loaded.stamp,
+        }
+    }
+}
+
+impl Application {
+    /// The app a generation runs for `config`: `previous` (the one running under this
+    /// name) if neither the config nor the file's bytes changed, else a new one. The file
+    /// is not even read when its stamp shows it was not written since it was loaded.
+    pub async fn build(
+        runtime: &Runtime,
+        name: &str,
+        config: &Value,
+        previous: Option<&Arc<Application>>,
+    ) -> Result<Arc<Self>, ApplyError> {
+        let previous = previous.filter(|old| old.config == *config);
+        if let Some(old) = previous
+            && old.file_unchanged()
+        {
+            return Ok(Arc::clone(old));
+        }
+        let code = Self::load(runtime, name, config).await?;
+        if let Some(old) = previous
+            && old.keeps(&code)
+        {
+            return Ok(Arc::clone(old));
+        }
+        Self::start(runtime, name, config, code).await
+    }
+
+    /// Reads and compiles (or fetches from a cache) the file `config` names.
+    pub async fn load(
+        runtime: &Runtime,
+        name: &str,
+        config: &Value,
+    ) -> Result<LoadedCode, ApplyError> {
+        if config.get("type").and_then(Value::as_str) != Some("wasm") {
+            return Err(ApplyError(format!(
+                "application \"{name}\": the \"wasm-wasi-component\" type is not supported yet"
+            )));
+        }
+        let path = code_file(config);
+        let loaded = runtime.load::<Module>(path).await.map(LoadedCode::Module);
+        loaded.map_err(|e| failed(name, &e))
+    }
+
+    /// Starts an app on loaded code, with fresh instances.
+    pub async fn start(
+        runtime: &Runtime,
+        name: &str,
+        config: &Value,
+        code: LoadedCode,
+    ) -> Result<Arc<Self>, ApplyError> {
+        let (hash, stamp) = (code.hash(), code.stamp());
+        let running = match code {
+            LoadedCode::Module(loaded) => WasmApp::build(runtime, name, config, loaded)
+                .await
+                .map(Running::Wasm),
+        };
+        let running = running.map_err(|e| failed(name, &e))?;
+        Ok(Arc::new(Self {
+            running,
+            config: config.clone(),
+            hash,
+            stamp: Mutex::new(stamp),
+        }))
+    }
+
+    /// Whether this app already runs `code`; if so, the file's new stamp is recorded
+    /// (it was written, or only touched, but holds the same bytes).
+    pub fn keeps(&self, code: &LoadedCode) -> bool {
+        let same = code.hash() == self.hash;
+        if same && let Ok(mut stamp) = self.stamp.lock() {
+            *stamp = code.stamp();
+        }
+        same
+    }
+
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    pub fn code_hash(&self) -> ModuleHash {
+        self.hash
+    }
+
+    /// The module (or component) file, as configured.
+    pub fn file(&self) -> &Path {
+        code_file(&self.config)
+    }
+
+    /// The file's stamp when it was last seen to hold this app's code.
+    pub fn stamp(&self) -> Option<FileStamp> {
+        self.stamp.lock().map_or(None, |stamp| *stamp)
+    }
+
+    /// Whether the file is provably as it was loaded: not written since.
+    pub fn file_unchanged(&self) -> bool {
+        let recorded = self.stamp();
+        recorded.is_some() && FileStamp::of(self.file()) == recorded
+    }
+
+    pub fn counts(&self) -> PoolCounts {
+        match &self.running {
+            Running::Wasm(app) => app.counts(),
+        }
+    }
+
+    pub async fn serve(&self, request: Request) -> Response {
+        match &self.running {
+            Running::Wasm(app) => app.serve(request).await,
+        }
+    }
+}
+
+/// The file an app's config names: `module` for `wasm`, `component` for
+/// `wasm-wasi-component`.
+fn code_file(config: &Value) -> &Path {
+    let file = config
+        .get("module")
+        .or_else(|| config.get("component"))
+        .and_then(Value::as_str);
+    Path::new(file.unwrap_or_default())
+}
+
+fn failed(name: &str, e: &anyhow::Error) -> ApplyError {
+    ApplyError(format!("application \"{name}\": {e:#}"))
+}
