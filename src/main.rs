@@ -125,8 +125,10 @@ fn init_logging(log: Option<&Path>) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()> {
-    // Installed first: SIGUSR1's default action would end the process.
+    // Installed first: until a handler is in place, these signals' default action ends
+    // the process, and a client may send one as soon as the control socket answers.
     let mut reopen = signal(SignalKind::user_defined1())?;
+    let shutdown = ShutdownSignals::install()?;
     std::fs::create_dir_all(&cli.statedir).with_context(|| {
         format!(
             "failed to create the state dir `{}`",
@@ -185,7 +187,7 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
         }
     });
 
-    let signal_name = wait_for_shutdown_signal().await?;
+    let signal_name = shutdown.received().await;
     tracing::info!("{signal_name} received, exiting");
     handle.stop(true).await;
     let _ = serving.await;
@@ -200,13 +202,28 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut quit = signal(SignalKind::quit())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = quit.recv() => "SIGQUIT",
-    })
+/// The signals that stop Wharf cleanly.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// Waits for the first of them; returns its name.
+    async fn received(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.quit.recv() => "SIGQUIT",
+        }
+    }
 }
