@@ -3,7 +3,10 @@
 //! make progress within `send_timeout`.
 
 use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -91,6 +94,12 @@ impl<W: AsyncWrite + Unpin> Output<W> {
 }
 
 async fn timed<T>(limit: Duration, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    // Most writes complete at once: try first, and start the clock only for one that
+    // has to wait (a timer costs a clock read and a runtime handle even unused).
+    let mut work = pin!(work);
+    if let Poll::Ready(done) = poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+        return done;
+    }
     match tokio::time::timeout(limit, work).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "send timeout")),

@@ -30,7 +30,8 @@ use crate::http::{self, BodyError, Request, Response, ResponseBody};
 const BODY_PIPELINE: usize = 4;
 
 pub struct WasmApp {
-    name: String,
+    /// Shared with each request's guest future, for its log lines.
+    name: Arc<str>,
     /// The app's config object, to tell whether a new config changes it.
     config: Value,
     module_hash: ModuleHash,
@@ -82,7 +83,7 @@ impl WasmApp {
             .await
             .with_context(|| format!("`{module_path}` failed to start"))?;
         Ok(Self {
-            name: name.to_owned(),
+            name: Arc::from(name),
             config: config.clone(),
             module_hash,
             pool,
@@ -135,7 +136,7 @@ impl WasmApp {
             .map_or_else(Default::default, |i| i.long_running());
         let (head_tx, mut head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(BODY_PIPELINE);
-        let name = self.name.clone();
+        let name = Arc::clone(&self.name);
         let timeout = self.limits.timeout;
         let mut guest: GuestTask = Box::pin(async move {
             let exchange = async {

@@ -202,18 +202,18 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
             Ok(())
         },
     )?;
-    linker.func_wrap_async(
+    // Synchronous: it never waits, and an async host call costs a boxed future and a
+    // trip through the fiber's blocking context.
+    linker.func_wrap(
         "env",
         "nxt_wasm_send_headers",
-        |mut caller: Caller<'_, GuestState>, (offset,): (u32,)| {
-            Box::new(async move {
-                let headers = {
-                    let (memory, buffer) = guest_memory(&mut caller)?;
-                    let at = u64::from(buffer) + u64::from(offset);
-                    copy_fields(&layout::read_headers(memory, at)?)
-                };
-                send_head(&mut caller, headers)
-            })
+        |mut caller: Caller<'_, GuestState>, offset: u32| -> wasmtime::Result<()> {
+            let headers = {
+                let (memory, buffer) = guest_memory(&mut caller)?;
+                let at = u64::from(buffer) + u64::from(offset);
+                copy_fields(&layout::read_headers(memory, at)?)
+            };
+            send_head(&mut caller, headers)
         },
     )?;
     linker.func_wrap_async(
