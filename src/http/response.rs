@@ -446,10 +446,23 @@ pub(super) fn has_token(value: &[u8], token: &[u8]) -> bool {
 }
 
 fn is_token(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    // One table look-up a byte: this runs on every response header field.
+    const TOKEN: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let others = b"!#$%&'*+-.^_`|~";
+        let mut i = 0;
+        while i < others.len() {
+            table[others[i] as usize] = true;
+            i += 1;
+        }
+        table
+    };
+    !name.is_empty() && name.iter().all(|&b| TOKEN[usize::from(b)])
 }
 
 fn is_field_value(value: &[u8]) -> bool {
@@ -689,6 +702,17 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tokens_are_rfc_9110_tchars() {
+        for b in 0..=u8::MAX {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_token(&[b]), tchar, "byte {b}");
+        }
+        assert!(!is_token(b""));
+        assert!(is_token(b"Content-Type"));
+        assert!(!is_token(b"Bad Name"));
     }
 
     #[test]
