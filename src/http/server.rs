@@ -637,6 +637,8 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<
             let at = (s.as_ptr() as usize).wrapping_sub(base);
             match at.checked_add(s.len()) {
                 Some(end) if end <= len => Ok([at, end]),
+                // An empty part need not point into the head.
+                _ if s.is_empty() => Ok([0, 0]),
                 _ => Err(400u16),
             }
         };
@@ -1388,6 +1390,32 @@ mod tests {
         );
         assert_eq!(reply.header("connection"), Some("close"));
         assert!(client.closed().await);
+    }
+
+    #[test]
+    fn heads_are_split_off_the_read_buffer() {
+        let mut buf = BytesMut::from(
+            &b"GET /a?x HTTP/1.1\r\nHost: t\r\nX-Empty:\r\n\r\nPOST /b HTTP/1.0\r\n\r\nGE"[..],
+        );
+        let mut spans = Vec::new();
+        let head = parse_head(&mut buf, &mut spans)
+            .expect("a valid head")
+            .expect("a complete head");
+        assert_eq!(&head.method[..], b"GET");
+        assert_eq!(&head.target[..], b"/a?x");
+        assert_eq!(head.version, Version::Http11);
+        let fields: Vec<(&[u8], &[u8])> =
+            head.headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        assert_eq!(fields, [(&b"Host"[..], &b"t"[..]), (b"X-Empty", b"")]);
+        // The next (pipelined) head is next in line.
+        let head = parse_head(&mut buf, &mut spans)
+            .expect("a valid head")
+            .expect("a complete head");
+        assert_eq!(&head.method[..], b"POST");
+        assert_eq!(head.version, Version::Http10);
+        assert!(head.headers.is_empty());
+        assert!(matches!(parse_head(&mut buf, &mut spans), Ok(None)));
+        assert_eq!(&buf[..], b"GE");
     }
 
     #[tokio::test]

@@ -275,12 +275,11 @@ async fn run(
     let mut addresses = Vec::with_capacity(64);
     let remote = push_ip(&mut addresses, remote);
     let local_addr = push_ip(&mut addresses, local);
-    let local_port = addresses.len()..{
-        if let Some(local) = local {
-            push_decimal(&mut addresses, local.port());
-        }
-        addresses.len()
-    };
+    let port_start = addresses.len();
+    if let Some(local) = local {
+        push_decimal(&mut addresses, local.port());
+    }
+    let local_port = port_start..addresses.len();
     let server_name = server_name(&headers);
     let fields: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
     // The ABI announces the whole length up front, so a chunked body is gathered first
