@@ -316,7 +316,13 @@ fn push_ip(buf: &mut Vec<u8>, address: Option<SocketAddr>) -> Range<usize> {
                 if i > 0 {
                     buf.push(b'.');
                 }
-                push_decimal(buf, u16::from(octet));
+                if octet >= 100 {
+                    buf.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    buf.push(b'0' + octet / 10 % 10);
+                }
+                buf.push(b'0' + octet % 10);
             }
         }
         Some(ip @ IpAddr::V6(_)) => buf.extend_from_slice(ip.to_string().as_bytes()),
