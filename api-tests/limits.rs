@@ -376,11 +376,15 @@ fn a_full_queue_answers_503_at_once() {
     // waits, the next GET is refused at once.
     let setup = Setup::new(
         &Wat::with_handler(&on_post(SPIN)),
-        json!({"limits": {"timeout": 3, "queue": 1}, "processes": 1}),
+        json!({"limits": {"timeout": 4, "queue": 1}, "processes": 1}),
     );
     let hostile = setup.hostile.clone();
     let looping = thread::spawn(move || fetch(&hostile, "POST", "/", &[], Some(b"x")));
     wait_for_running(&setup, 1);
+    // The waiting GET must still be within its own timeout when the loop is stopped at
+    // its own. Looping guests run on the low-priority slow lane, which a busy machine
+    // runs late, so the waiter arrives well after the loop.
+    thread::sleep(Duration::from_millis(1500));
     let hostile = setup.hostile.clone();
     let waiting = thread::spawn(move || fetch(&hostile, "GET", "/", &[], None));
     thread::sleep(Duration::from_millis(500));

@@ -159,7 +159,8 @@ impl Generation {
                 None => (http::error_response(500), None),
             };
         }
-        self.dispatch(pass, request).await
+        // Boxed, so that the fast path's future (moved on every request) stays small.
+        Box::pin(self.dispatch(pass, request)).await
     }
 
     /// Routes a request, serves it, and applies what the acting step says to the answer.

@@ -8,6 +8,7 @@
 //! size limits — and hands each request to a `Handler`.
 
 mod body;
+mod deadline;
 mod response;
 mod server;
 

@@ -3,7 +3,10 @@
 //! make progress within `send_timeout`.
 
 use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -91,6 +94,12 @@ impl<W: AsyncWrite + Unpin> Output<W> {
 }
 
 async fn timed<T>(limit: Duration, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    // Most writes complete at once: try first, and start the clock only for one that
+    // has to wait (a timer costs a clock read and a runtime handle even unused).
+    let mut work = pin!(work);
+    if let Poll::Ready(done) = poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+        return done;
+    }
     match tokio::time::timeout(limit, work).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "send timeout")),
@@ -437,10 +446,23 @@ pub(super) fn has_token(value: &[u8], token: &[u8]) -> bool {
 }
 
 fn is_token(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    // One table look-up a byte: this runs on every response header field.
+    const TOKEN: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let others = b"!#$%&'*+-.^_`|~";
+        let mut i = 0;
+        while i < others.len() {
+            table[others[i] as usize] = true;
+            i += 1;
+        }
+        table
+    };
+    !name.is_empty() && name.iter().all(|&b| TOKEN[usize::from(b)])
 }
 
 fn is_field_value(value: &[u8]) -> bool {
@@ -680,6 +702,17 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn tokens_are_rfc_9110_tchars() {
+        for b in 0..=u8::MAX {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_token(&[b]), tchar, "byte {b}");
+        }
+        assert!(!is_token(b""));
+        assert!(is_token(b"Content-Type"));
+        assert!(!is_token(b"Bad Name"));
     }
 
     #[test]

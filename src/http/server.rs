@@ -6,6 +6,7 @@
 //! while it still reads the request body.
 
 use std::any::Any;
+use std::future::poll_fn;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -17,13 +18,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::body::{BodyDecoder, Decoded, Piece};
+use super::deadline::Deadline;
 use super::response::{Exchange, Output, has_token, parse_decimal, write_response};
 use super::{
     BodyError, ConnectionStats, Handler, Request, RequestBody, Sent, Settings, Version,
@@ -185,9 +187,13 @@ pub async fn serve_connection<R, W, H>(
     H: Handler,
 {
     tracing::debug!(remote = ?info.remote, "connection opened");
+    let mut stop_signal = shutdown.clone();
     let connection = Connection {
         reader,
+        deadline: Deadline::new(),
+        stop: Box::pin(async move { shutdown_requested(&mut stop_signal).await }),
         rbuf: BytesMut::new(),
+        spans: Vec::new(),
         out: Output::new(writer, settings.send_timeout),
         handler,
         settings,
@@ -224,7 +230,14 @@ enum Next {
 
 struct Connection<'a, R, W, H> {
     reader: R,
+    /// The timer of the connection's waits for request heads.
+    deadline: Deadline,
+    /// Resolves once the server shuts down; kept from one wait to the next, so that a
+    /// request costs no new registration with the shutdown signal.
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     rbuf: BytesMut,
+    /// Scratch space for parsing heads.
+    spans: Vec<[usize; 4]>,
     out: Output<W>,
     handler: &'a H,
     settings: &'a Settings,
@@ -324,35 +337,45 @@ where
         let mut started = (!self.rbuf.is_empty()).then(Instant::now);
         loop {
             if !self.rbuf.is_empty() {
-                match parse_head(&self.rbuf) {
-                    Ok(Some((len, head))) => {
-                        self.rbuf.advance(len);
-                        return HeadRead::Head(head);
-                    }
+                match parse_head(&mut self.rbuf, &mut self.spans) {
+                    Ok(Some(head)) => return HeadRead::Head(head),
                     Ok(None) if self.rbuf.len() >= MAX_HEAD => return HeadRead::Reject(431),
                     Ok(None) => {}
                     Err(status) => return HeadRead::Reject(status),
                 }
             }
             reserve(&mut self.rbuf, HEAD_READ);
-            let read = match started {
-                Some(at) => {
-                    // (`timeout` copes with any duration; an `Instant` sum might not.)
-                    let left = settings.header_read_timeout.saturating_sub(at.elapsed());
-                    timeout(left, self.reader.read_buf(&mut self.rbuf)).await
+            // (The connection's one timer: see `deadline`. `checked_add`: a timeout too
+            // large to represent never expires.)
+            match started {
+                Some(at) => self
+                    .deadline
+                    .set(at.checked_add(settings.header_read_timeout)),
+                None if first => self.deadline.set_after(settings.header_read_timeout),
+                None => self.deadline.set_after(settings.idle_timeout),
+            }
+            let idle = started.is_none();
+            let Self {
+                reader,
+                rbuf,
+                deadline,
+                stop,
+                ..
+            } = self;
+            let mut read_buf = pin!(reader.read_buf(rbuf));
+            let read = poll_fn(|cx| {
+                // Shutting down ends a wait for a next request, not a head under way.
+                if idle && stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
                 }
-                None => {
-                    let wait = if first {
-                        settings.header_read_timeout
-                    } else {
-                        settings.idle_timeout
-                    };
-                    tokio::select! {
-                        biased;
-                        () = shutdown_requested(&mut self.shutdown) => return HeadRead::Idle,
-                        read = timeout(wait, self.reader.read_buf(&mut self.rbuf)) => read,
-                    }
+                if let Poll::Ready(read) = read_buf.as_mut().poll(cx) {
+                    return Poll::Ready(Some(Ok(read)));
                 }
+                deadline.poll_expired(cx).map(|()| Some(Err(())))
+            })
+            .await;
+            let Some(read) = read else {
+                return HeadRead::Idle;
             };
             match read {
                 Ok(Ok(0)) => return HeadRead::Idle,
@@ -430,7 +453,10 @@ where
             version,
             mut headers,
         } = head;
-        if settings.discard_unsafe_fields {
+        // (Checked first: `retain` costs more than a look, and nearly every head is clean.)
+        if settings.discard_unsafe_fields
+            && !headers.iter().all(|(name, _)| is_safe_field_name(name))
+        {
             headers.retain(|(name, _)| is_safe_field_name(name));
         }
         let logged_target = target.clone();
@@ -578,7 +604,17 @@ where
 
 /// A header field name Unit considers safe: letters, digits and `-` only.
 pub fn is_safe_field_name(name: &[u8]) -> bool {
-    name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+    // One table look-up a byte: this runs on every request header field.
+    const SAFE: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = (b as u8).is_ascii_alphanumeric() || b == b'-' as usize;
+            b += 1;
+        }
+        table
+    };
+    name.iter().all(|&b| SAFE[usize::from(b)])
 }
 
 /// Makes room for a read of about `want` bytes.
@@ -588,51 +624,71 @@ fn reserve(buf: &mut BytesMut, want: usize) {
     }
 }
 
-/// Parses a request head at the front of `buf`: `Ok(None)` while incomplete, `Err` with
-/// the status to answer when it is invalid.
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, u16> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut []);
-    let len = match request.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(431),
-        Err(httparse::Error::Version) if names_another_version(buf) => return Err(505),
-        Err(_) => return Err(400),
-    };
-    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
-    else {
-        return Err(400);
-    };
-    // One copy of the head; every part of the request is a slice of it.
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    let base = buf.as_ptr() as usize;
-    let part = |s: &[u8]| {
-        let at = (s.as_ptr() as usize).wrapping_sub(base);
-        match at.checked_add(s.len()) {
-            Some(end) if end <= len => head.slice(at..end),
-            _ => Bytes::copy_from_slice(s),
+/// Takes a request head off the front of `buf`: `Ok(None)` while incomplete, `Err` with
+/// the status to answer when it is invalid. The head is split off the read buffer, not
+/// copied: every part of the request is a slice of it. `spans` is scratch space, kept by
+/// the connection so that a request costs no allocation for it.
+fn parse_head(buf: &mut BytesMut, spans: &mut Vec<[usize; 4]>) -> Result<Option<Head>, u16> {
+    let (len, method, target, minor) = {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let len = match request.parse_with_uninit_headers(buf, &mut slots) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(431),
+            Err(httparse::Error::Version) if names_another_version(buf) => return Err(505),
+            Err(_) => return Err(400),
+        };
+        let (Some(method), Some(target), Some(minor)) =
+            (request.method, request.path, request.version)
+        else {
+            return Err(400);
+        };
+        // Where each part lies in the head (httparse hands out slices of it).
+        let base = buf.as_ptr() as usize;
+        let span = |s: &[u8]| {
+            let at = (s.as_ptr() as usize).wrapping_sub(base);
+            match at.checked_add(s.len()) {
+                Some(end) if end <= len => Ok([at, end]),
+                // An empty part need not point into the head.
+                _ if s.is_empty() => Ok([0, 0]),
+                _ => Err(400u16),
+            }
+        };
+        spans.clear();
+        for header in request.headers.iter() {
+            let [name_at, name_end] = span(header.name.as_bytes())?;
+            let [value_at, value_end] = span(header.value)?;
+            spans.push([name_at, name_end, value_at, value_end]);
         }
+        (
+            len,
+            span(method.as_bytes())?,
+            span(target.as_bytes())?,
+            minor,
+        )
     };
-    let headers = request
-        .headers
+    let head = buf.split_to(len).freeze();
+    let headers = spans
         .iter()
-        .map(|h| (part(h.name.as_bytes()), part(h.value)))
+        .map(|&[name_at, name_end, value_at, value_end]| {
+            (
+                head.slice(name_at..name_end),
+                head.slice(value_at..value_end),
+            )
+        })
         .collect();
     let version = if minor == 0 {
         Version::Http10
     } else {
         Version::Http11
     };
-    Ok(Some((
-        len,
-        Head {
-            method: part(method.as_bytes()),
-            target: part(target.as_bytes()),
-            version,
-            headers,
-        },
-    )))
+    Ok(Some(Head {
+        method: head.slice(method[0]..method[1]),
+        target: head.slice(target[0]..target[1]),
+        version,
+        headers,
+    }))
 }
 
 /// The request line ends in a well-formed version other than HTTP/1.0 and 1.1.
@@ -848,6 +904,8 @@ async fn drain<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use bytes::Buf;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -1345,6 +1403,42 @@ mod tests {
         );
         assert_eq!(reply.header("connection"), Some("close"));
         assert!(client.closed().await);
+    }
+
+    #[test]
+    fn safe_field_names_are_letters_digits_and_dashes() {
+        for b in 0..=u8::MAX {
+            let safe = b.is_ascii_alphanumeric() || b == b'-';
+            assert_eq!(is_safe_field_name(&[b]), safe, "byte {b}");
+        }
+        assert!(is_safe_field_name(b"X-Forwarded-For"));
+        assert!(!is_safe_field_name(b"X_Forwarded_For"));
+    }
+
+    #[test]
+    fn heads_are_split_off_the_read_buffer() {
+        let mut buf = BytesMut::from(
+            &b"GET /a?x HTTP/1.1\r\nHost: t\r\nX-Empty:\r\n\r\nPOST /b HTTP/1.0\r\n\r\nGE"[..],
+        );
+        let mut spans = Vec::new();
+        let head = parse_head(&mut buf, &mut spans)
+            .expect("a valid head")
+            .expect("a complete head");
+        assert_eq!(&head.method[..], b"GET");
+        assert_eq!(&head.target[..], b"/a?x");
+        assert_eq!(head.version, Version::Http11);
+        let fields: Vec<(&[u8], &[u8])> =
+            head.headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        assert_eq!(fields, [(&b"Host"[..], &b"t"[..]), (b"X-Empty", b"")]);
+        // The next (pipelined) head is next in line.
+        let head = parse_head(&mut buf, &mut spans)
+            .expect("a valid head")
+            .expect("a complete head");
+        assert_eq!(&head.method[..], b"POST");
+        assert_eq!(head.version, Version::Http10);
+        assert!(head.headers.is_empty());
+        assert!(matches!(parse_head(&mut buf, &mut spans), Ok(None)));
+        assert_eq!(&buf[..], b"GE");
     }
 
     #[tokio::test]

@@ -1,8 +1,11 @@
 //! A running `wasm` application: its compiled module, its instance pool, and how one HTTP
 //! request becomes one exchange with a guest instance.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +30,8 @@ use crate::http::{self, BodyError, Request, Response, ResponseBody};
 const BODY_PIPELINE: usize = 4;
 
 pub struct WasmApp {
-    name: String,
+    /// Shared with each request's guest future, for its log lines.
+    name: Arc<str>,
     pool: Arc<InstancePool>,
     limits: Limits,
     slow_lane: Arc<SlowLane>,
@@ -80,7 +84,7 @@ impl WasmApp {
             .await
             .with_context(|| format!("`{module_path}` failed to start"))?;
         Ok(Self {
-            name: name.to_owned(),
+            name: Arc::from(name),
             pool,
             limits,
             slow_lane,
@@ -97,7 +101,13 @@ impl WasmApp {
     /// head was sent yet, else a truncated body.
     pub async fn serve(&self, request: Request) -> Response {
         let deadline = self.limits.timeout.map(|t| Instant::now() + t);
-        let mut lease = match within(deadline, self.pool.checkout()).await {
+        // An idle instance is taken at once; only waiting (or starting one) needs the
+        // checkout's future, boxed so that it does not swell this one.
+        let checkout = match self.pool.try_checkout() {
+            Some(lease) => Ok(Ok(lease)),
+            None => Box::pin(within(deadline, self.pool.checkout())).await,
+        };
+        let mut lease = match checkout {
             Ok(Ok(lease)) => lease,
             Ok(Err(e @ CheckoutError::QueueFull(_))) => {
                 tracing::warn!(app = %self.name, "request refused: {e}");
@@ -117,7 +127,7 @@ impl WasmApp {
             .map_or_else(Default::default, |i| i.long_running());
         let (head_tx, mut head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(BODY_PIPELINE);
-        let name = self.name.clone();
+        let name = Arc::clone(&self.name);
         let timeout = self.limits.timeout;
         let mut guest: GuestTask = Box::pin(async move {
             let exchange = async {
@@ -252,11 +262,15 @@ async fn run(
         mut body,
     } = request;
     let (path, query) = split_target(&target);
-    let remote = remote.map_or_else(|| "unix:".to_owned(), |a| a.ip().to_string());
-    let (local_addr, local_port) = local.map_or_else(
-        || ("unix:".to_owned(), String::new()),
-        |a| (a.ip().to_string(), a.port().to_string()),
-    );
+    // The three address texts share one buffer: one allocation, no `fmt` machinery.
+    let mut addresses = Vec::with_capacity(64);
+    let remote = push_ip(&mut addresses, remote);
+    let local_addr = push_ip(&mut addresses, local);
+    let port_start = addresses.len();
+    if let Some(local) = local {
+        push_decimal(&mut addresses, local.port());
+    }
+    let local_port = port_start..addresses.len();
     let server_name = server_name(&headers);
     let fields: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
     // The ABI announces the whole length up front, so a chunked body is gathered first
@@ -270,16 +284,56 @@ async fn run(
         version: version.as_str().as_bytes(),
         path: &path,
         query,
-        remote: remote.as_bytes(),
-        local_addr: local_addr.as_bytes(),
-        local_port: local_port.as_bytes(),
-        server_name: server_name.as_bytes(),
+        remote: &addresses[remote],
+        local_addr: &addresses[local_addr],
+        local_port: &addresses[local_port],
+        server_name: &server_name,
         headers: &fields,
         content_len: source.len(),
         tls: false,
     };
     instance.serve(&head, &mut source, exchange).await?;
     Ok(())
+}
+
+/// Appends an address's IP as Unit writes it (`unix:` for a Unix socket) and returns
+/// where it lies in `buf`.
+fn push_ip(buf: &mut Vec<u8>, address: Option<SocketAddr>) -> Range<usize> {
+    let start = buf.len();
+    match address.map(|a| a.ip()) {
+        None => buf.extend_from_slice(b"unix:"),
+        Some(IpAddr::V4(ip)) => {
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                if octet >= 100 {
+                    buf.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    buf.push(b'0' + octet / 10 % 10);
+                }
+                buf.push(b'0' + octet % 10);
+            }
+        }
+        Some(ip @ IpAddr::V6(_)) => buf.extend_from_slice(ip.to_string().as_bytes()),
+    }
+    start..buf.len()
+}
+
+fn push_decimal(buf: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
 }
 
 /// A request body as the guest consumes it.
@@ -316,13 +370,13 @@ impl BodySource<'_> {
 
 /// Unit's `path` and `query`: a plain target keeps its `?query` in the path; one that
 /// needs normalising gives the decoded, normalised path alone.
-pub fn split_target(target: &[u8]) -> (Vec<u8>, &[u8]) {
+pub fn split_target(target: &[u8]) -> (Cow<'_, [u8]>, &[u8]) {
     let (raw_path, query) = match target.iter().position(|&b| b == b'?') {
         Some(i) => (&target[..i], &target[i + 1..]),
         None => (target, &target[target.len()..]),
     };
     if !needs_normalising(raw_path) {
-        return (target.to_vec(), query);
+        return (Cow::Borrowed(target), query);
     }
     let decoded = percent_encoding::percent_decode(raw_path).collect::<Vec<u8>>();
     let mut segments: Vec<&[u8]> = Vec::new();
@@ -343,7 +397,7 @@ pub fn split_target(target: &[u8]) -> (Vec<u8>, &[u8]) {
     if path.is_empty() || decoded.ends_with(b"/") {
         path.push(b'/');
     }
-    (path, query)
+    (Cow::Owned(path), query)
 }
 
 fn needs_normalising(path: &[u8]) -> bool {
@@ -355,21 +409,34 @@ fn needs_normalising(path: &[u8]) -> bool {
         || path.ends_with(b"/..")
 }
 
-/// The Host header without its port, lowercased; `localhost` without one.
-fn server_name(headers: &[(Bytes, Bytes)]) -> String {
+/// The Host header without its port, lowercased; `localhost` without one. Borrowed
+/// from the header when it is already that (the usual case).
+fn server_name(headers: &[(Bytes, Bytes)]) -> Cow<'_, [u8]> {
     let host = headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
-        .map(|(_, value)| String::from_utf8_lossy(value).into_owned());
-    let Some(host) = host.filter(|h| !h.is_empty()) else {
-        return "localhost".to_owned();
+        .map(|(_, value)| &value[..])
+        .filter(|h| !h.is_empty());
+    let Some(host) = host else {
+        return Cow::Borrowed(b"localhost");
     };
-    let name = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(&host)
+    // (`:` and `]` are ASCII, so splitting the bytes splits the text the same way.)
+    let end = if host.starts_with(b"[") {
+        host.iter()
+            .position(|&b| b == b']')
+            .map_or(host.len(), |i| i + 1)
     } else {
-        host.split(':').next().unwrap_or(&host)
+        host.iter().position(|&b| b == b':').unwrap_or(host.len())
     };
-    name.to_ascii_lowercase()
+    let name = &host[..end];
+    if std::str::from_utf8(name).is_ok() && !name.iter().any(u8::is_ascii_uppercase) {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(
+        String::from_utf8_lossy(name)
+            .to_ascii_lowercase()
+            .into_bytes(),
+    )
 }
 
 /// Unit's `processes`: an integer is that many instances, all started; an object is up
@@ -409,22 +476,22 @@ mod tests {
     fn plain_targets_keep_their_query_in_the_path() {
         assert_eq!(
             split_target(b"/echo?x=1"),
-            (b"/echo?x=1".to_vec(), &b"x=1"[..])
+            (b"/echo?x=1"[..].into(), &b"x=1"[..])
         );
-        assert_eq!(split_target(b"/"), (b"/".to_vec(), &b""[..]));
+        assert_eq!(split_target(b"/"), (b"/"[..].into(), &b""[..]));
     }
 
     #[test]
     fn targets_that_need_normalising_are_decoded() {
         assert_eq!(
             split_target(b"/x%20y/z?a=1"),
-            (b"/x y/z".to_vec(), &b"a=1"[..])
+            (b"/x y/z"[..].into(), &b"a=1"[..])
         );
         assert_eq!(
             split_target(b"/a//b/./c/../d"),
-            (b"/a/b/d".to_vec(), &b""[..])
+            (b"/a/b/d"[..].into(), &b""[..])
         );
-        assert_eq!(split_target(b"/a/.."), (b"/".to_vec(), &b""[..]));
+        assert_eq!(split_target(b"/a/.."), (b"/"[..].into(), &b""[..]));
     }
 
     #[test]
@@ -451,10 +518,32 @@ mod tests {
     }
 
     #[test]
+    fn addresses_read_like_their_display() {
+        for text in [
+            "127.0.0.1:8080",
+            "10.0.255.9:0",
+            "[::1]:443",
+            "[fe80::1:2]:65535",
+        ] {
+            let address: SocketAddr = text.parse().expect("a test address");
+            let mut buf = Vec::new();
+            let ip = push_ip(&mut buf, Some(address));
+            assert_eq!(buf[ip].to_vec(), address.ip().to_string().into_bytes());
+            let mut port = Vec::new();
+            push_decimal(&mut port, address.port());
+            assert_eq!(port, address.port().to_string().into_bytes());
+        }
+        let mut buf = Vec::new();
+        let unix = push_ip(&mut buf, None);
+        assert_eq!(&buf[unix], b"unix:");
+    }
+
+    #[test]
     fn server_name_is_the_host_without_port() {
         let host = |v: &'static [u8]| vec![(Bytes::from_static(b"Host"), Bytes::from_static(v))];
-        assert_eq!(server_name(&host(b"Example.COM:8080")), "example.com");
-        assert_eq!(server_name(&host(b"[::1]:80")), "[::1]");
-        assert_eq!(server_name(&[]), "localhost");
+        assert_eq!(&*server_name(&host(b"Example.COM:8080")), b"example.com");
+        assert_eq!(&*server_name(&host(b"example.com")), b"example.com");
+        assert_eq!(&*server_name(&host(b"[::1]:80")), b"[::1]");
+        assert_eq!(&*server_name(&[]), b"localhost");
     }
 }

@@ -90,9 +90,14 @@ impl RequestHead<'_> {
         let local_addr = w.string(self.local_addr);
         let local_port = w.string(self.local_port);
         let server_name = w.string(self.server_name);
-        let mut fields = Vec::with_capacity(self.headers.len());
-        for (name, value) in self.headers {
-            fields.push((w.string(name), w.string(value)));
+        for (i, (name, value)) in self.headers.iter().enumerate() {
+            let (name_off, name_len) = w.string(name);
+            let (value_off, value_len) = w.string(value);
+            let at = REQUEST_HEADER_SIZE + i * FIELD_SIZE;
+            put_u32(w.buf, at, name_off);
+            put_u32(w.buf, at + 4, name_len);
+            put_u32(w.buf, at + 8, value_off);
+            put_u32(w.buf, at + 12, value_len);
         }
         let sent = content_sent;
 
@@ -118,13 +123,6 @@ impl RequestHead<'_> {
         put_u32(w.buf, 92, to_u32(self.headers.len()));
         put_u32(w.buf, 96, u32::from(self.tls));
         put_u32(w.buf, 100, 0);
-        for (i, ((name_off, name_len), (value_off, value_len))) in fields.iter().enumerate() {
-            let at = REQUEST_HEADER_SIZE + i * FIELD_SIZE;
-            put_u32(w.buf, at, *name_off);
-            put_u32(w.buf, at + 4, *name_len);
-            put_u32(w.buf, at + 8, *value_off);
-            put_u32(w.buf, at + 12, *value_len);
-        }
         Ok(())
     }
 }

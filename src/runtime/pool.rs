@@ -27,8 +27,9 @@ pub struct InstancePool {
     engine: Engine,
     module: UnitModule,
     size: PoolSize,
-    /// Idle instances with the time each was last returned, most recent last.
-    idle: Mutex<Vec<(UnitInstance, Instant)>>,
+    /// Idle instances with the time each was last returned, most recent last. Boxed,
+    /// so that taking and returning one moves a pointer, not the whole instance.
+    idle: Mutex<Vec<(Box<UnitInstance>, Instant)>>,
     slots: Arc<Semaphore>,
     limits: Limits,
     /// Where retired instances run their end hooks, out of the way of requests.
@@ -107,7 +108,7 @@ impl InstancePool {
             .count();
         let droppable = stale.min(idle.len().saturating_sub(self.size.spare));
         // The oldest come first.
-        let retired = idle.drain(..droppable).map(|(i, _)| i).collect();
+        let retired = idle.drain(..droppable).map(|(i, _)| *i).collect();
         drop(idle);
         self.retire(retired);
     }
@@ -129,6 +130,14 @@ impl InstancePool {
                 }
             }
         });
+    }
+
+    /// A free slot with an idle instance, if one is there right now: the common case,
+    /// served without building the (large) future of the waiting path.
+    pub fn try_checkout(self: &Arc<Self>) -> Option<Lease> {
+        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
+        let instance = self.idle.lock().ok().and_then(|mut idle| idle.pop())?.0;
+        Some(self.lease(instance, permit))
     }
 
     /// Waits for a free slot and returns an idle instance, or a new one. With `queue`
@@ -155,21 +164,30 @@ impl InstancePool {
             None => {
                 let limit = self.limits.start_timeout();
                 self.starting.fetch_add(1, Ordering::Relaxed);
+                // Boxed: instantiating is rare, and its future would otherwise make
+                // every checkout (and every request's future) kilobytes larger.
                 let started =
-                    tokio::time::timeout(limit, self.module.instantiate(&self.engine)).await;
+                    tokio::time::timeout(limit, Box::pin(self.module.instantiate(&self.engine)))
+                        .await;
                 self.starting.fetch_sub(1, Ordering::Relaxed);
-                started
-                    .map_err(|_| CheckoutError::StartTimedOut(limit))?
-                    .map_err(anyhow::Error::from)?
+                Box::new(
+                    started
+                        .map_err(|_| CheckoutError::StartTimedOut(limit))?
+                        .map_err(anyhow::Error::from)?,
+                )
             }
         };
+        Ok(self.lease(instance, permit))
+    }
+
+    fn lease(self: &Arc<Self>, instance: Box<UnitInstance>, permit: OwnedSemaphorePermit) -> Lease {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease {
+        Lease {
             pool: Arc::clone(self),
             instance: Some(instance),
             reusable: false,
             _permit: permit,
-        })
+        }
     }
 
     pub fn counts(&self) -> PoolCounts {
@@ -187,14 +205,14 @@ impl InstancePool {
 /// can no longer be trusted.
 pub struct Lease {
     pool: Arc<InstancePool>,
-    instance: Option<UnitInstance>,
+    instance: Option<Box<UnitInstance>>,
     reusable: bool,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Lease {
     pub fn instance(&mut self) -> Option<&mut UnitInstance> {
-        self.instance.as_mut()
+        self.instance.as_deref_mut()
     }
 
     /// Returns the instance to the pool for the next request, or retires it (its end
@@ -203,7 +221,8 @@ impl Lease {
         let worn_out = self.instance.as_ref().zip(self.pool.limits.requests);
         match worn_out {
             Some((instance, most)) if instance.served() >= most => {
-                self.pool.retire(self.instance.take().into_iter().collect());
+                self.pool
+                    .retire(self.instance.take().into_iter().map(|i| *i).collect());
             }
             _ => self.reusable = true,
         }
@@ -218,7 +237,7 @@ impl Drop for InstancePool {
             Ok(idle) => std::mem::take(idle),
             Err(poisoned) => std::mem::take(poisoned.into_inner()),
         };
-        self.retire(idle.into_iter().map(|(i, _)| i).collect());
+        self.retire(idle.into_iter().map(|(i, _)| *i).collect());
     }
 }
 

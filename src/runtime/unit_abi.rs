@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde_json::Value;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::error::Context as _;
 use wasmtime::{
@@ -201,21 +202,18 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
             Ok(())
         },
     )?;
-    linker.func_wrap_async(
+    // Synchronous: it never waits, and an async host call costs a boxed future and a
+    // trip through the fiber's blocking context.
+    linker.func_wrap(
         "env",
         "nxt_wasm_send_headers",
-        |mut caller: Caller<'_, GuestState>, (offset,): (u32,)| {
-            Box::new(async move {
-                let headers = {
-                    let (memory, buffer) = guest_memory(&mut caller)?;
-                    let at = u64::from(buffer) + u64::from(offset);
-                    layout::read_headers(memory, at)?
-                        .into_iter()
-                        .map(|(n, v)| (Bytes::copy_from_slice(n), Bytes::copy_from_slice(v)))
-                        .collect()
-                };
-                send_head(&mut caller, headers)
-            })
+        |mut caller: Caller<'_, GuestState>, offset: u32| -> wasmtime::Result<()> {
+            let headers = {
+                let (memory, buffer) = guest_memory(&mut caller)?;
+                let at = u64::from(buffer) + u64::from(offset);
+                copy_fields(&layout::read_headers(memory, at)?)
+            };
+            send_head(&mut caller, headers)
         },
     )?;
     linker.func_wrap_async(
@@ -232,8 +230,14 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
                 if !exchange.head_sent() {
                     send_head(&mut caller, Vec::new())?;
                 }
-                let body = exchange_body(&mut caller)?;
-                if body.send(Ok(piece)).await.is_err() {
+                // Usually there is room: no sender clone and no waiting future then.
+                let piece = match exchange_body(&mut caller)?.try_send(Ok(piece)) {
+                    Ok(()) => return Ok(()),
+                    Err(TrySendError::Closed(_)) => bail!("the client went away"),
+                    Err(TrySendError::Full(piece)) => piece,
+                };
+                let body = exchange_body(&mut caller)?.clone();
+                if body.send(piece).await.is_err() {
                     bail!("the client went away");
                 }
                 Ok(())
@@ -274,13 +278,35 @@ fn exchange<'c>(caller: &'c mut Caller<'_, GuestState>) -> wasmtime::Result<&'c 
         .ok_or_else(|| format_err!("the guest sent a response outside of a request"))
 }
 
-fn exchange_body(
-    caller: &mut Caller<'_, GuestState>,
-) -> wasmtime::Result<mpsc::Sender<Result<Bytes, StreamAbort>>> {
+fn exchange_body<'c>(
+    caller: &'c mut Caller<'_, GuestState>,
+) -> wasmtime::Result<&'c mpsc::Sender<Result<Bytes, StreamAbort>>> {
     exchange(caller)?
         .body
-        .clone()
+        .as_ref()
         .ok_or_else(|| format_err!("the guest sent a body after ending its response"))
+}
+
+/// Copies header fields out of guest memory into one shared allocation.
+fn copy_fields(fields: &[(&[u8], &[u8])]) -> Vec<(Bytes, Bytes)> {
+    let size = fields.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let mut all = BytesMut::with_capacity(size);
+    for (name, value) in fields {
+        all.extend_from_slice(name);
+        all.extend_from_slice(value);
+    }
+    let all = all.freeze();
+    let mut at = 0;
+    fields
+        .iter()
+        .map(|(name, value)| {
+            let name_end = at + name.len();
+            let value_end = name_end + value.len();
+            let field = (all.slice(at..name_end), all.slice(name_end..value_end));
+            at = value_end;
+            field
+        })
+        .collect()
 }
 
 /// The guest's memory as it is now, and the buffer's address in it.
@@ -501,7 +527,9 @@ impl UnitInstance {
         // Count ticks from now, not from whenever this instance last ran.
         self.store.set_epoch_deadline(1);
         let result = self.run_request(head, body).await;
-        let end_hook = match self.exports.request_end.clone() {
+        // (Hooks are called by reference: cloning a `TypedFunc` clones its type, which
+        // costs atomic reference counting on every request.)
+        let end_hook = match &self.exports.request_end {
             Some(hook) => hook
                 .call_async(&mut self.store, ())
                 .await
@@ -527,7 +555,7 @@ impl UnitInstance {
         head: &RequestHead<'_>,
         body: &mut BodySource<'_>,
     ) -> wasmtime::Result<()> {
-        if let Some(hook) = self.exports.request_init.clone() {
+        if let Some(hook) = &self.exports.request_init {
             hook.call_async(&mut self.store, ())
                 .await
                 .context("`request_init_handler` failed")?;
@@ -591,8 +619,11 @@ impl UnitInstance {
     }
 
     async fn call_request_handler(&mut self) -> wasmtime::Result<()> {
-        let request = self.exports.request.clone();
-        let status = request.call_async(&mut self.store, self.buffer).await?;
+        let status = self
+            .exports
+            .request
+            .call_async(&mut self.store, self.buffer)
+            .await?;
         if status != 0 {
             bail!("the request handler returned the error {status}");
         }
