@@ -23,6 +23,7 @@ use crate::routing::request::RequestInfo;
 use crate::routing::{Outcome, Router};
 use crate::runtime::Runtime;
 use crate::runtime::app::WasmApp;
+use crate::runtime::component::ComponentApp;
 use crate::runtime::pool::PoolCounts;
 
 /// A valid config that cannot be run; the running generation stays as it was.
@@ -32,7 +33,7 @@ pub struct ApplyError(pub String);
 
 pub struct Generation {
     /// Applications in config order; passes refer to them by index.
-    applications: Vec<(String, Arc<WasmApp>)>,
+    applications: Vec<(String, Arc<App>)>,
     /// Where each listener sends its requests.
     listeners: HashMap<String, Pass>,
     router: Router,
@@ -106,7 +107,7 @@ impl Generation {
         self.application(name).is_some()
     }
 
-    fn application(&self, name: &str) -> Option<&Arc<WasmApp>> {
+    fn application(&self, name: &str) -> Option<&Arc<App>> {
         self.applications
             .iter()
             .find(|(n, _)| n == name)
@@ -212,34 +213,82 @@ fn app_target(info: &RequestInfo) -> Bytes {
     target.freeze()
 }
 
+/// A running application of either type; the generation treats both alike.
+pub enum App {
+    Wasm(WasmApp),
+    Component(ComponentApp),
+}
+
+impl App {
+    pub fn config(&self) -> &Value {
+        match self {
+            Self::Wasm(app) => app.config(),
+            Self::Component(app) => app.config(),
+        }
+    }
+
+    pub fn module_hash(&self) -> crate::runtime::ModuleHash {
+        match self {
+            Self::Wasm(app) => app.module_hash(),
+            Self::Component(app) => app.module_hash(),
+        }
+    }
+
+    pub fn counts(&self) -> PoolCounts {
+        match self {
+            Self::Wasm(app) => app.counts(),
+            Self::Component(app) => app.counts(),
+        }
+    }
+
+    pub async fn serve(&self, request: Request) -> Response {
+        match self {
+            Self::Wasm(app) => app.serve(request).await,
+            Self::Component(app) => app.serve(request).await,
+        }
+    }
+}
+
 async fn build_app(
     runtime: &Runtime,
     name: &str,
     config: &Value,
     previous: Option<&Generation>,
-) -> Result<Arc<WasmApp>, ApplyError> {
+) -> Result<Arc<App>, ApplyError> {
     let failed = |e: anyhow::Error| ApplyError(format!("application \"{name}\": {e:#}"));
-    if config.get("type").and_then(Value::as_str) != Some("wasm") {
-        return Err(ApplyError(format!(
-            "application \"{name}\": the \"wasm-wasi-component\" type is not supported yet"
-        )));
-    }
+    let component = config.get("type").and_then(Value::as_str) == Some("wasm-wasi-component");
     if let Some(old) = previous.and_then(|g| g.application(name))
         && old.config() == config
     {
-        let module = config
-            .get("module")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let (hash, _) = runtime.load(module.as_ref()).await.map_err(failed)?;
+        let hash = if component {
+            let path = config
+                .get("component")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            runtime
+                .load_component(path.as_ref())
+                .await
+                .map_err(failed)?
+                .0
+        } else {
+            let module = config
+                .get("module")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            runtime.load(module.as_ref()).await.map_err(failed)?.0
+        };
         if hash == old.module_hash() {
             return Ok(Arc::clone(old));
         }
     }
-    WasmApp::build(runtime, name, config)
-        .await
-        .map(Arc::new)
-        .map_err(failed)
+    let app = if component {
+        ComponentApp::build(runtime, name, config)
+            .await
+            .map(App::Component)
+    } else {
+        WasmApp::build(runtime, name, config).await.map(App::Wasm)
+    };
+    app.map(Arc::new).map_err(failed)
 }
 
 /// The data plane's HTTP settings from `settings.http`; unset members keep Unit's

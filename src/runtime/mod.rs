@@ -1,8 +1,9 @@
 //! The Wasm runtime: one engine for the process, modules compiled once per content hash
 //! and shared, per-app instance pools, and the guest contracts (`unit_abi` for Unit's
-//! `wasm` type).
+//! `wasm` type, `component` for `wasm-wasi-component`).
 
 pub mod app;
+pub mod component;
 pub mod engine;
 pub mod layout;
 pub mod limits;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Linker, Module};
 
 use slow_lane::SlowLane;
@@ -28,6 +30,9 @@ pub struct Runtime {
     engine: Engine,
     unit_linker: Linker<GuestState>,
     modules: Mutex<HashMap<ModuleHash, Module>>,
+    component_linker: wasmtime::component::Linker<component::host::ComponentHost>,
+    /// Compiled components by content hash, apart from modules: the same bytes cannot be both.
+    components: Mutex<HashMap<ModuleHash, Component>>,
     slow_lane: Arc<SlowLane>,
 }
 
@@ -35,10 +40,13 @@ impl Runtime {
     pub fn new() -> anyhow::Result<Self> {
         let engine = engine::build()?;
         let unit_linker = unit_abi::linker(&engine).map_err(anyhow::Error::from)?;
+        let component_linker = component::host::linker(&engine)?;
         Ok(Self {
             engine,
             unit_linker,
             modules: Mutex::new(HashMap::new()),
+            component_linker,
+            components: Mutex::new(HashMap::new()),
             slow_lane: Arc::new(SlowLane::start()?),
         })
     }
@@ -76,6 +84,37 @@ impl Runtime {
         Ok((hash, module))
     }
 
+    /// Reads a component file and returns it compiled, compiling only content not seen
+    /// before; `load` for the `wasm-wasi-component` type.
+    pub async fn load_component(&self, path: &Path) -> anyhow::Result<(ModuleHash, Component)> {
+        let owned = path.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(&owned))
+            .await?
+            .with_context(|| format!("failed to read `{}`", path.display()))?;
+        let hash: ModuleHash = Sha256::digest(&bytes).into();
+        let cached = self
+            .components
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&hash).cloned());
+        if let Some(component) = cached {
+            return Ok((hash, component));
+        }
+        let engine = self.engine.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await?
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("failed to compile the component `{}`", path.display()))?;
+        if let Ok(mut components) = self.components.lock() {
+            components.insert(hash, component.clone());
+        }
+        Ok((hash, component))
+    }
+
+    pub fn component_linker(&self) -> &wasmtime::component::Linker<component::host::ComponentHost> {
+        &self.component_linker
+    }
+
     fn cached(&self, hash: &ModuleHash) -> Option<Module> {
         self.modules.lock().ok()?.get(hash).cloned()
     }
@@ -84,6 +123,9 @@ impl Runtime {
     pub fn retain_modules(&self, in_use: &HashSet<ModuleHash>) {
         if let Ok(mut modules) = self.modules.lock() {
             modules.retain(|hash, _| in_use.contains(hash));
+        }
+        if let Ok(mut components) = self.components.lock() {
+            components.retain(|hash, _| in_use.contains(hash));
         }
     }
 }
