@@ -13,6 +13,7 @@
 mod harness;
 
 mod cli;
+mod components;
 mod concurrency;
 mod connections;
 mod generations;

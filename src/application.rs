@@ -1,4 +1,5 @@
-//! A configured application as a generation runs it: the running app of its type, plus
+//! A configured application as a generation runs it: the running app of its type (`wasm`
+//! or `wasm-wasi-component`), plus
 //! what decides whether a change, a restart or `watch` must replace it: its config, the
 //! hash of its code, and the stamp of its file when that code was read.
 //!
@@ -12,10 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use wasmtime::Module;
+use wasmtime::component::Component;
 
 use crate::generation::ApplyError;
 use crate::http::{Request, Response};
 use crate::runtime::app::WasmApp;
+use crate::runtime::component::ComponentApp;
 use crate::runtime::pool::PoolCounts;
 use crate::runtime::{FileStamp, Loaded, ModuleHash, Runtime};
 
@@ -30,23 +33,27 @@ pub struct Application {
 /// The running app, by type.
 enum Running {
     Wasm(WasmApp),
+    Component(ComponentApp),
 }
 
 /// An app's file, read and compiled for its type.
 pub enum LoadedCode {
     Module(Loaded<Module>),
+    Component(Loaded<Component>),
 }
 
 impl LoadedCode {
     pub fn hash(&self) -> ModuleHash {
         match self {
             Self::Module(loaded) => loaded.hash,
+            Self::Component(loaded) => loaded.hash,
         }
     }
 
     fn stamp(&self) -> Option<FileStamp> {
         match self {
             Self::Module(loaded) => loaded.stamp,
+            Self::Component(loaded) => loaded.stamp,
         }
     }
 }
@@ -82,13 +89,12 @@ impl Application {
         name: &str,
         config: &Value,
     ) -> Result<LoadedCode, ApplyError> {
-        if config.get("type").and_then(Value::as_str) != Some("wasm") {
-            return Err(ApplyError(format!(
-                "application \"{name}\": the \"wasm-wasi-component\" type is not supported yet"
-            )));
-        }
         let path = code_file(config);
-        let loaded = runtime.load::<Module>(path).await.map(LoadedCode::Module);
+        let loaded = if config.get("type").and_then(Value::as_str) == Some("wasm-wasi-component") {
+            runtime.load(path).await.map(LoadedCode::Component)
+        } else {
+            runtime.load(path).await.map(LoadedCode::Module)
+        };
         loaded.map_err(|e| failed(name, &e))
     }
 
@@ -104,6 +110,9 @@ impl Application {
             LoadedCode::Module(loaded) => WasmApp::build(runtime, name, config, loaded)
                 .await
                 .map(Running::Wasm),
+            LoadedCode::Component(loaded) => ComponentApp::build(runtime, name, config, loaded)
+                .await
+                .map(Running::Component),
         };
         let running = running.map_err(|e| failed(name, &e))?;
         Ok(Arc::new(Self {
@@ -151,12 +160,14 @@ impl Application {
     pub fn counts(&self) -> PoolCounts {
         match &self.running {
             Running::Wasm(app) => app.counts(),
+            Running::Component(app) => app.counts(),
         }
     }
 
     pub async fn serve(&self, request: Request) -> Response {
         match &self.running {
             Running::Wasm(app) => app.serve(request).await,
+            Running::Component(app) => app.serve(request).await,
         }
     }
 }

@@ -14,6 +14,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Most instances (and so linear memories) alive at once across all apps.
 const POOL_INSTANCES: u32 = 512;
 
+/// Core instances and tables per component instance, on average: a component made by
+/// Rust for `wasm32-wasip2` holds its module plus small shim modules with tables.
+const CORE_PER_COMPONENT: u32 = 4;
+
 /// Largest linear memory an instance may grow to (4 GiB, the whole wasm32 space).
 const MAX_MEMORY: usize = 4 << 30;
 
@@ -48,14 +52,20 @@ fn config(pooling: bool) -> Config {
     config.parallel_compilation(true);
     if pooling {
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_core_instances(POOL_INSTANCES)
+        pool.total_core_instances(POOL_INSTANCES * CORE_PER_COMPONENT)
+            .total_component_instances(POOL_INSTANCES)
             .total_memories(POOL_INSTANCES)
-            .total_tables(POOL_INSTANCES)
+            .total_tables(POOL_INSTANCES * CORE_PER_COMPONENT)
             .total_stacks(POOL_INSTANCES)
             .max_memory_size(MAX_MEMORY)
-            // Keep a little of each freed slot resident so the next instance starts warm.
-            .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(64 << 10);
+            // Keep a little of each freed slot resident so the next instance starts warm:
+            // components get a fresh instance per request, so this is their hot path. Two
+            // MiB covers a Rust `wasm32-wasip2` component's stack and data.
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(128 << 10)
+            // Return freed slots' pages to the kernel in batches: fewer madvise calls.
+            .decommit_batch_size(32);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

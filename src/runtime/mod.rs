@@ -1,10 +1,11 @@
 //! The Wasm runtime: one engine for the process, modules compiled once per content hash
 //! and shared, per-app instance pools, and the guest contracts (`unit_abi` for Unit's
-//! `wasm` type).
+//! `wasm` type, `component` for `wasm-wasi-component`).
 
 pub mod app;
 pub mod artifact_cache;
 pub mod compiled;
+pub mod component;
 pub mod engine;
 pub mod layout;
 pub mod limits;
@@ -73,6 +74,7 @@ pub struct Runtime {
     /// Compiled code by kind and content hash, shared by every app that runs it.
     compiled: Mutex<HashMap<(ArtifactKind, ModuleHash), Code>>,
     artifacts: Option<Arc<ArtifactCache>>,
+    component_linker: wasmtime::component::Linker<component::host::ComponentHost>,
     slow_lane: Arc<SlowLane>,
 }
 
@@ -100,11 +102,13 @@ impl Runtime {
     ) -> anyhow::Result<Self> {
         let engine = engine::build()?;
         let unit_linker = unit_abi::linker(&engine).map_err(anyhow::Error::from)?;
+        let component_linker = component::host::linker(&engine)?;
         Ok(Self {
             artifacts: artifacts(&engine)?,
             engine,
             unit_linker,
             compiled: Mutex::new(HashMap::new()),
+            component_linker,
             slow_lane: Arc::new(SlowLane::start()?),
         })
     }
@@ -191,6 +195,10 @@ impl Runtime {
             Ok(code)
         })
         .await?
+    }
+
+    pub fn component_linker(&self) -> &wasmtime::component::Linker<component::host::ComponentHost> {
+        &self.component_linker
     }
 
     /// Drops compiled modules that no running generation uses.

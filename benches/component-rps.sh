@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Requests per second of the hello component (examples/components/hello-component)
+# served by Wharf, next to `wasmtime serve -S cli` (the same wasmtime version, default
+# settings) on the same component, measured side by side in one run so that the ratio
+# is meaningful on a noisy machine.
+#
+#   benches/component-rps.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 10 s)
+#
+# wasmtime-cli 48.0.8 is used from target/wasmtime-cli, installed there on first use
+# (`cargo install --locked`, a long build). Each round runs wrk (-t2 -c64) against
+# wasmtime serve, then Wharf; the summary prints every round, the medians and the ratio
+# Wharf / wasmtime serve.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+rounds=${1:-3}
+seconds=${2:-10}
+cd "$repo"
+
+command -v wrk >/dev/null || {
+    sudo=(); ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+}
+wasmtime=$repo/target/wasmtime-cli/bin/wasmtime
+[[ -x $wasmtime ]] && [[ $("$wasmtime" --version) == "wasmtime 48.0.8"* ]] ||
+    cargo install --locked --quiet wasmtime-cli --version 48.0.8 --root "$repo/target/wasmtime-cli"
+./scripts/setup
+./scripts/build-examples >/dev/null
+cargo build --release --quiet --bin wharf
+component=$repo/target/wasm/hello-component.wasm
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wharf_port=$(free_port)
+wasmtime_port=$(free_port)
+
+cat >"$work/config.json" <<JSON
+{
+  "listeners": {"127.0.0.1:$wharf_port": {"pass": "applications/hello"}},
+  "applications": {"hello": {"type": "wasm-wasi-component", "component": "$component"}}
+}
+JSON
+target/release/wharf --statedir "$work/state" --config "$work/config.json" 2>"$work/wharf.log" &
+pids+=($!)
+"$wasmtime" serve -S cli --addr "127.0.0.1:$wasmtime_port" "$component" 2>"$work/wasmtime.log" &
+pids+=($!)
+
+wait_for() { for _ in $(seq 300); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+wait_for "http://127.0.0.1:$wharf_port/"
+wait_for "http://127.0.0.1:$wasmtime_port/"
+[[ $(curl -s "http://127.0.0.1:$wharf_port/") == "$(curl -s "http://127.0.0.1:$wasmtime_port/")" ]] ||
+    { echo "the two servers answer different bodies" >&2; exit 1; }
+
+rps() { wrk -t2 -c64 -d"${seconds}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
+serve=(); wharf=()
+for round in $(seq "$rounds"); do
+    serve+=("$(rps "http://127.0.0.1:$wasmtime_port/")")
+    wharf+=("$(rps "http://127.0.0.1:$wharf_port/")")
+    echo "round $round: wasmtime serve ${serve[-1]} req/s, wharf ${wharf[-1]} req/s"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+s=$(median "${serve[@]}"); w=$(median "${wharf[@]}")
+echo "median: wasmtime serve $s req/s, wharf $w req/s, ratio $(awk -v w="$w" -v s="$s" 'BEGIN {printf "%.2f", w/s}')"
