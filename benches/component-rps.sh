@@ -16,16 +16,10 @@ rounds=${1:-3}
 seconds=${2:-10}
 cd "$repo"
 
-command -v wrk >/dev/null || {
-    sudo=(); ((EUID == 0)) || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-}
 wasmtime=$repo/target/wasmtime-cli/bin/wasmtime
 [[ -x $wasmtime ]] && [[ $("$wasmtime" --version) == "wasmtime 48.0.8"* ]] ||
     cargo install --locked --quiet wasmtime-cli --version 48.0.8 --root "$repo/target/wasmtime-cli"
-./scripts/setup
-./scripts/build-examples >/dev/null
-cargo build --release --quiet --bin wharf
+benches/prepare.sh
 component=$repo/target/wasm/hello-component.wasm
 
 work=$(mktemp -d)
