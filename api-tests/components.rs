@@ -644,3 +644,65 @@ impl RssPeak {
         peak
     }
 }
+
+#[test]
+fn components_swap_by_restart_and_watch_and_stay_compiled_across_restarts() {
+    let mut server = Server::start();
+    let key = listener_key();
+    let read = |name| std::fs::read(example_guest(name)).expect("read example component");
+    let (hello, echo) = (read("hello-component"), read("echo-component"));
+    let file = path_str(&write_file(server.dir(), "app.wasm", &hello));
+    server.load(&json!({
+        "listeners": {key.clone(): {"pass": "applications/app"}},
+        "applications": {"app": {"type": "wasm-wasi-component", "component": file}}
+    }));
+    let says = |expected: &str| {
+        let resp = fetch(&key, "POST", "/", &[], Some(b"ping")).expect("response");
+        assert_eq!(resp.status, 200, "{resp}");
+        resp.body == expected
+    };
+    assert!(says("Hello"));
+
+    // Restart: the file as it is now, once its instance is ready.
+    write_file(server.dir(), "app.wasm", &echo);
+    assert!(
+        says("Hello"),
+        "without watch, a new file waits for a restart"
+    );
+    let resp = server.get("/control/applications/app/restart");
+    assert_eq!(resp.status, 200, "{resp}\n{}", server.log());
+    assert!(says("ping"), "the echo component answers after the restart");
+
+    // A file that is not a component: the restart fails and the old one keeps serving.
+    write_file(server.dir(), "app.wasm", b"not a component");
+    let resp = server.get("/control/applications/app/restart");
+    assert_eq!(resp.status, 500, "{resp}");
+    assert!(
+        resp.body.contains("Failed to restart application."),
+        "{resp}"
+    );
+    assert!(says("ping"));
+
+    // Watch: writing the file swaps it in. (A change reads the file too, so it must be a
+    // component again first.)
+    write_file(server.dir(), "app.wasm", &echo);
+    let resp = server.put_json("/config/applications/app/watch", &json!(true));
+    assert_eq!(resp.status, 200, "{resp}");
+    write_file(server.dir(), "app.wasm", &hello);
+    assert!(
+        wait_until(Duration::from_secs(30), || says("Hello")),
+        "the watched file was never swapped in\n{}",
+        server.log()
+    );
+
+    // Both components are in the compiled cache: a restarted server compiles nothing.
+    assert!(server.current_log().contains("component compiled"));
+    server.sigterm();
+    server.start_again();
+    assert!(says("Hello"));
+    assert!(
+        !server.current_log().contains("component compiled"),
+        "{}",
+        server.log()
+    );
+}

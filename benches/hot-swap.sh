@@ -3,7 +3,8 @@
 # cache, time from PUT to acknowledgement, and p99 latency during a swap storm against
 # steady state (see benches/hot_swap.py for what each step does).
 #
-#   benches/hot-swap.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds, 10 s of wrk)
+#   benches/hot-swap.sh [ROUNDS] [SECONDS] [PAUSE_MS]
+#       (defaults: 3 rounds, 10 s of wrk, 10 ms between two storm operations)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

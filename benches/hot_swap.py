@@ -8,9 +8,10 @@
    the control socket by this client; and the same for a change that rebuilds one app.
 3. Latency under a swap storm: wrk (-t2 -c64 --latency) against app0 for SECONDS,
    steady, then while a second thread restarts app0 and reconfigures (routes added
-   and removed, another app changed) without pause; p99 of each, alternated.
+   and removed, another app changed), pausing PAUSE_MS (default 10) between two
+   operations; p99 of each, alternated.
 
-usage: hot_swap.py WHARF_BIN HELLO_WASM WORK_DIR [ROUNDS] [SECONDS]
+usage: hot_swap.py WHARF_BIN HELLO_WASM WORK_DIR [ROUNDS] [SECONDS] [PAUSE_MS]
 """
 
 import json
@@ -126,6 +127,8 @@ def main():
     binary, hello_path, work = sys.argv[1:4]
     rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     seconds = int(sys.argv[5]) if len(sys.argv) > 5 else 10
+    # Between two storm operations: 10 ms makes about 100 restarts and changes a second.
+    pause = float(sys.argv[6]) / 1e3 if len(sys.argv) > 6 else 0.01
     hello = open(hello_path, "rb").read()
     modules = os.path.join(work, "modules")
     os.makedirs(modules, exist_ok=True)
@@ -200,7 +203,10 @@ def main():
             status, reply, _ = control(server.sock, method, path, body)
             done["ops"] += 1
             done["failed"] += status != 200
+            if status != 200:
+                print(f"{method} {path}: {status} {reply[:300]!r}", file=sys.stderr)
             n += 1
+            time.sleep(pause)
 
     url = f"http://127.0.0.1:{direct}/"
     steady, stormy = [], []

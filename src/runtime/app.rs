@@ -3,13 +3,9 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -18,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::guest_task::{self, GuestEnd, GuestTask, TimedOut, finish, run_until_progress, within};
 use super::layout::RequestHead;
 use super::limits::Limits;
 use super::pool::{CheckoutError, InstancePool, PoolCounts, PoolSize};
@@ -37,25 +34,8 @@ pub struct WasmApp {
     slow_lane: Arc<SlowLane>,
 }
 
-/// How a guest's part of a request ended.
-enum GuestEnd {
-    Done,
-    Failed,
-    TimedOut,
-}
-
-/// The request outlived `limits.timeout`.
-struct TimedOut;
-
-/// A guest's part of one request, as a future that can move between threads.
-type GuestTask = Pin<Box<dyn Future<Output = GuestEnd> + Send>>;
-
 /// What happened first while running a guest on the data plane.
-enum Progress {
-    Ended(GuestEnd),
-    Head(Result<Head, oneshot::error::RecvError>),
-    LongRunning,
-}
+type Progress = guest_task::Progress<Head>;
 
 impl WasmApp {
     /// Links the loaded module, checks its exports and starts its spare instances (at
@@ -196,55 +176,6 @@ impl WasmApp {
             Err(GuestEnd::Done | GuestEnd::Failed) => http::error_response(500),
         }
     }
-}
-
-/// Polls the guest until it ends, sends its response head (if `head` is given), or is
-/// found to be long-running.
-async fn run_until_progress(
-    guest: &mut GuestTask,
-    mut head: Option<&mut oneshot::Receiver<Head>>,
-    long_running: &AtomicBool,
-) -> Progress {
-    poll_fn(|cx| {
-        if let Poll::Ready(end) = guest.as_mut().poll(cx) {
-            return Poll::Ready(Progress::Ended(end));
-        }
-        if let Some(head) = head.as_mut()
-            && let Poll::Ready(head) = Pin::new(&mut **head).poll(cx)
-        {
-            return Poll::Ready(Progress::Head(head));
-        }
-        if long_running.load(Ordering::Relaxed) {
-            return Poll::Ready(Progress::LongRunning);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Runs the rest of a guest whose response head is out, moving it to the slow lane if it
-/// turns out to be long-running.
-async fn finish(mut guest: GuestTask, long_running: Arc<AtomicBool>, slow_lane: Arc<SlowLane>) {
-    if let Progress::LongRunning = run_until_progress(&mut guest, None, &long_running).await {
-        slow_lane.spawn(guest);
-    }
-}
-
-/// Runs `work` to its end, or until `deadline` if there is one. The deadline is checked
-/// before each poll: polling first would let a guest run one more epoch tick past it.
-async fn within<F: Future>(deadline: Option<Instant>, work: F) -> Result<F::Output, TimedOut> {
-    let Some(deadline) = deadline else {
-        return Ok(work.await);
-    };
-    let mut work = std::pin::pin!(work);
-    let mut expiry = std::pin::pin!(tokio::time::sleep_until(deadline));
-    poll_fn(|cx| {
-        if expiry.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(TimedOut));
-        }
-        work.as_mut().poll(cx).map(Ok)
-    })
-    .await
 }
 
 async fn run(

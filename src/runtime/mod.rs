@@ -7,6 +7,7 @@ pub mod artifact_cache;
 pub mod compiled;
 pub mod component;
 pub mod engine;
+pub mod guest_task;
 pub mod layout;
 pub mod limits;
 pub mod pool;

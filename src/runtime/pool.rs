@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Engine;
 
+use super::guest_task::{GuestEnd, GuestTask, finish};
 use super::limits::Limits;
 use super::slow_lane::SlowLane;
 use super::unit_abi::{UnitInstance, UnitModule};
@@ -116,20 +117,31 @@ impl InstancePool {
     /// Runs the end hooks (`module_end_handler`, then `free_handler`) of instances that
     /// leave the pool in good health, on the slow lane, each bounded like a start.
     fn retire(&self, instances: Vec<UnitInstance>) {
-        if instances.is_empty() {
-            return;
-        }
         let limit = self.limits.start_timeout();
-        self.slow_lane.spawn(async move {
-            for instance in instances {
+        for instance in instances {
+            let long_running = instance.long_running();
+            let hooks: GuestTask = Box::pin(async move {
                 if tokio::time::timeout(limit, instance.retire())
                     .await
                     .is_err()
                 {
                     tracing::warn!("an instance's end hooks took longer than {limit:?}");
                 }
+                GuestEnd::Done
+            });
+            // End hooks are usually quick: run them at once, where the pool let go of the
+            // instance, and move only long-running ones to the slow lane, as requests
+            // are. Left to the slow lane, which a busy data plane starves, retiring
+            // instances would pile up and hold every instance slot of the engine.
+            match tokio::runtime::Handle::try_current() {
+                Ok(here) => {
+                    here.spawn(finish(hooks, long_running, Arc::clone(&self.slow_lane)));
+                }
+                Err(_) => {
+                    self.slow_lane.spawn(hooks);
+                }
             }
-        });
+        }
     }
 
     /// A free slot with an idle instance, if one is there right now: the common case,

@@ -520,12 +520,8 @@ impl UnitInstance {
         exchange: Exchange,
     ) -> Result<(), GuestFailure> {
         self.count_served();
-        let state = self.store.data_mut();
-        state.exchange = Some(exchange);
-        state.ticks = 0;
-        state.long_running.store(false, Ordering::Relaxed);
-        // Count ticks from now, not from whenever this instance last ran.
-        self.store.set_epoch_deadline(1);
+        self.store.data_mut().exchange = Some(exchange);
+        self.start_counting_ticks();
         let result = self.run_request(head, body).await;
         // (Hooks are called by reference: cloning a `TypedFunc` clones its type, which
         // costs atomic reference counting on every request.)
@@ -667,8 +663,18 @@ impl UnitInstance {
             .ok_or_else(|| format_err!("the shared buffer lies outside the guest's memory"))
     }
 
+    /// Counts the guest's epoch ticks (towards being long-running) from now, not from
+    /// whenever this instance last ran.
+    fn start_counting_ticks(&mut self) {
+        let state = self.store.data_mut();
+        state.ticks = 0;
+        state.long_running.store(false, Ordering::Relaxed);
+        self.store.set_epoch_deadline(1);
+    }
+
     /// Runs `module_end_handler` and frees the buffer: the end of a retired instance.
     pub async fn retire(mut self) {
+        self.start_counting_ticks();
         if let Some(hook) = self.exports.module_end.clone()
             && let Err(e) = hook.call_async(&mut self.store, ()).await
         {

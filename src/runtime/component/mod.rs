@@ -12,11 +12,8 @@ pub mod host;
 pub mod log_stream;
 pub mod spec;
 
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::Poll;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use serde_json::Value;
@@ -32,6 +29,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use self::exchange::{Forward, forward_ready};
 use self::host::ComponentHost;
 use self::spec::ComponentSpec;
+use super::guest_task::{self, GuestEnd, GuestTask, TimedOut, run_until_progress, within};
 use super::limits::Limits;
 use super::pool::PoolCounts;
 use super::slow_lane::SlowLane;
@@ -49,26 +47,11 @@ pub struct ComponentApp {
     active: Arc<AtomicU64>,
 }
 
-/// How a guest's part of a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GuestEnd {
-    Done,
-    Failed,
-    TimedOut,
-}
-
-/// A guest's part of one request, as a future that can move between threads.
-type GuestTask = Pin<Box<dyn Future<Output = GuestEnd> + Send>>;
-
 /// What the guest answered through its response outparam.
 type Head = Result<::http::Response<HyperOutgoingBody>, ErrorCode>;
 
 /// What happened first while running a guest on the data plane.
-enum Progress {
-    Ended(GuestEnd),
-    Head(Result<Head, oneshot::error::RecvError>),
-    LongRunning,
-}
+type Progress = guest_task::Progress<Head>;
 
 impl ComponentApp {
     /// Links the loaded component against `wasi:http/proxy` and the WASI interfaces, and
@@ -189,24 +172,25 @@ impl ComponentApp {
         });
         // As for `wasm` apps: run the guest right here until it answers, and move it to
         // the slow lane if it keeps the CPU busy first.
-        let (head, rest) = match run_until_progress(&mut guest, &mut head_rx, &long_running).await {
-            Progress::Ended(end) => (head_rx.try_recv().ok(), Rest::Ended(end)),
-            Progress::Head(head) => (head.ok(), Rest::Running(guest)),
-            Progress::LongRunning => {
-                let mut task = self.slow_lane.spawn(guest);
-                tokio::select! {
-                    biased;
-                    end = &mut task => {
-                        (head_rx.try_recv().ok(), Rest::Ended(end.unwrap_or(GuestEnd::Failed)))
-                    }
-                    head = &mut head_rx => {
-                        let rest: GuestTask =
-                            Box::pin(async move { task.await.unwrap_or(GuestEnd::Failed) });
-                        (head.ok(), Rest::Running(rest))
+        let (head, rest) =
+            match run_until_progress(&mut guest, Some(&mut head_rx), &long_running).await {
+                Progress::Ended(end) => (head_rx.try_recv().ok(), Rest::Ended(end)),
+                Progress::Head(head) => (head.ok(), Rest::Running(guest)),
+                Progress::LongRunning => {
+                    let mut task = self.slow_lane.spawn(guest);
+                    tokio::select! {
+                        biased;
+                        end = &mut task => {
+                            (head_rx.try_recv().ok(), Rest::Ended(end.unwrap_or(GuestEnd::Failed)))
+                        }
+                        head = &mut head_rx => {
+                            let rest: GuestTask =
+                                Box::pin(async move { task.await.unwrap_or(GuestEnd::Failed) });
+                            (head.ok(), Rest::Running(rest))
+                        }
                     }
                 }
-            }
-        };
+            };
         self.respond(head, rest).await
     }
 
@@ -310,45 +294,4 @@ impl Drop for ActiveRequest {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Polls the guest until it ends, sets its response, or is found to be long-running.
-async fn run_until_progress(
-    guest: &mut GuestTask,
-    head: &mut oneshot::Receiver<Head>,
-    long_running: &AtomicBool,
-) -> Progress {
-    poll_fn(|cx| {
-        if let Poll::Ready(end) = guest.as_mut().poll(cx) {
-            return Poll::Ready(Progress::Ended(end));
-        }
-        if let Poll::Ready(head) = Pin::new(&mut *head).poll(cx) {
-            return Poll::Ready(Progress::Head(head));
-        }
-        if long_running.load(Ordering::Relaxed) {
-            return Poll::Ready(Progress::LongRunning);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// The request outlived `limits.timeout`.
-struct TimedOut;
-
-/// Runs `work` to its end, or until `deadline` if there is one; the deadline is checked
-/// before each poll so a guest gets no extra tick past it.
-async fn within<F: Future>(deadline: Option<Instant>, work: F) -> Result<F::Output, TimedOut> {
-    let Some(deadline) = deadline else {
-        return Ok(work.await);
-    };
-    let mut work = std::pin::pin!(work);
-    let mut expiry = std::pin::pin!(tokio::time::sleep_until(deadline));
-    poll_fn(|cx| {
-        if expiry.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(TimedOut));
-        }
-        work.as_mut().poll(cx).map(Ok)
-    })
-    .await
 }
