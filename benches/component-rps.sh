@@ -22,12 +22,7 @@ wasmtime=$repo/target/wasmtime-cli/bin/wasmtime
 benches/prepare.sh
 component=$repo/target/wasm/hello-component.wasm
 
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source benches/lib.sh
 wharf_port=$(free_port)
 wasmtime_port=$(free_port)
 
@@ -42,19 +37,6 @@ pids+=($!)
 "$wasmtime" serve -S cli --addr "127.0.0.1:$wasmtime_port" "$component" 2>"$work/wasmtime.log" &
 pids+=($!)
 
-wait_for() { for _ in $(seq 300); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 wait_for "http://127.0.0.1:$wharf_port/"
 wait_for "http://127.0.0.1:$wasmtime_port/"
-[[ $(curl -s "http://127.0.0.1:$wharf_port/") == "$(curl -s "http://127.0.0.1:$wasmtime_port/")" ]] ||
-    { echo "the two servers answer different bodies" >&2; exit 1; }
-
-rps() { wrk -t2 -c64 -d"${seconds}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
-serve=(); wharf=()
-for round in $(seq "$rounds"); do
-    serve+=("$(rps "http://127.0.0.1:$wasmtime_port/")")
-    wharf+=("$(rps "http://127.0.0.1:$wharf_port/")")
-    echo "round $round: wasmtime serve ${serve[-1]} req/s, wharf ${wharf[-1]} req/s"
-done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-s=$(median "${serve[@]}"); w=$(median "${wharf[@]}")
-echo "median: wasmtime serve $s req/s, wharf $w req/s, ratio $(awk -v w="$w" -v s="$s" 'BEGIN {printf "%.2f", w/s}')"
+side_by_side "$rounds" "wasmtime serve" "http://127.0.0.1:$wasmtime_port/" wharf "http://127.0.0.1:$wharf_port/"

@@ -15,12 +15,7 @@ cd "$repo"
 
 benches/prepare.sh --example native_hello
 
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source benches/lib.sh
 wharf_port=$(free_port)
 native_port=$(free_port)
 
@@ -38,19 +33,6 @@ pids+=($!)
 target/release/examples/native_hello "127.0.0.1:$native_port" 2>"$work/native.log" &
 pids+=($!)
 
-wait_for() { for _ in $(seq 100); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 wait_for "http://127.0.0.1:$wharf_port/"
 wait_for "http://127.0.0.1:$native_port/"
-[[ $(curl -s "http://127.0.0.1:$wharf_port/") == "$(curl -s "http://127.0.0.1:$native_port/")" ]] ||
-    { echo "the two servers answer different bodies" >&2; exit 1; }
-
-rps() { wrk -t2 -c64 -d"${seconds}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
-native=(); wharf=()
-for round in $(seq "$rounds"); do
-    native+=("$(rps "http://127.0.0.1:$native_port/")")
-    wharf+=("$(rps "http://127.0.0.1:$wharf_port/")")
-    echo "round $round: native ${native[-1]} req/s, wharf ${wharf[-1]} req/s"
-done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-n=$(median "${native[@]}"); w=$(median "${wharf[@]}")
-echo "median: native $n req/s, wharf $w req/s, ratio $(awk -v w="$w" -v n="$n" 'BEGIN {printf "%.2f", w/n}')"
+side_by_side "$rounds" native "http://127.0.0.1:$native_port/" wharf "http://127.0.0.1:$wharf_port/"

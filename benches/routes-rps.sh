@@ -17,12 +17,7 @@ cd "$repo"
 
 benches/prepare.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source benches/lib.sh
 direct=$(free_port)
 one=$(free_port)
 many=$(free_port)
@@ -60,7 +55,6 @@ PY
 target/release/wharf --statedir "$work/state" --config "$work/config.json" 2>"$work/wharf.log" &
 pids+=($!)
 
-wait_for() { for _ in $(seq 100); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 for port in "$direct" "$one" "$many"; do wait_for "http://127.0.0.1:$port/hello"; done
 body=$(curl -s "http://127.0.0.1:$direct/hello")
 for port in "$one" "$many"; do
@@ -68,7 +62,6 @@ for port in "$one" "$many"; do
         { echo "the listeners answer different bodies" >&2; exit 1; }
 done
 
-rps() { wrk -t2 -c64 -d"${seconds}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
 d=(); o=(); m=()
 for round in $(seq "$rounds"); do
     d+=("$(rps "http://127.0.0.1:$direct/hello")")
@@ -76,7 +69,6 @@ for round in $(seq "$rounds"); do
     m+=("$(rps "http://127.0.0.1:$many/hello")")
     echo "round $round: direct ${d[-1]}, 1 step ${o[-1]}, 100 steps ${m[-1]} req/s"
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 dm=$(median "${d[@]}"); om=$(median "${o[@]}"); mm=$(median "${m[@]}")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 echo "median: direct $dm, 1 step $om, 100 steps $mm req/s;" \

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use body::{BodyError, RequestBody};
+pub(crate) use response::push_decimal;
 pub use server::{ConnectionInfo, Listener, is_safe_field_name, serve, serve_connection};
 
 /// A request as the client sent it.

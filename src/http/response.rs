@@ -381,7 +381,8 @@ fn push_length(buf: &mut Vec<u8>, n: u64) {
     buf.extend_from_slice(b"\r\n");
 }
 
-fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+/// Appends `n` in decimal, without going through `fmt`.
+pub(crate) fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

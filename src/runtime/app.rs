@@ -21,6 +21,7 @@ use super::pool::{CheckoutError, InstancePool, PoolCounts, PoolSize};
 use super::slow_lane::SlowLane;
 use super::unit_abi::{Exchange, Head, UnitAppSpec, UnitInstance, UnitModule};
 use super::{LoadedModule, Runtime};
+use crate::http::push_decimal;
 use crate::http::{self, BodyError, Request, Response, ResponseBody};
 
 /// Pieces of response body in flight between a guest and its client.
@@ -199,7 +200,7 @@ async fn run(
     let local_addr = push_ip(&mut addresses, local);
     let port_start = addresses.len();
     if let Some(local) = local {
-        push_decimal(&mut addresses, local.port());
+        push_decimal(&mut addresses, u64::from(local.port()));
     }
     let local_port = port_start..addresses.len();
     let server_name = server_name(&headers);
@@ -250,21 +251,6 @@ fn push_ip(buf: &mut Vec<u8>, address: Option<SocketAddr>) -> Range<usize> {
         Some(ip @ IpAddr::V6(_)) => buf.extend_from_slice(ip.to_string().as_bytes()),
     }
     start..buf.len()
-}
-
-fn push_decimal(buf: &mut Vec<u8>, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[at..]);
 }
 
 /// A request body as the guest consumes it.
@@ -461,7 +447,7 @@ mod tests {
             let ip = push_ip(&mut buf, Some(address));
             assert_eq!(buf[ip].to_vec(), address.ip().to_string().into_bytes());
             let mut port = Vec::new();
-            push_decimal(&mut port, address.port());
+            push_decimal(&mut port, u64::from(address.port()));
             assert_eq!(port, address.port().to_string().into_bytes());
         }
         let mut buf = Vec::new();
