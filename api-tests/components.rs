@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     Fnv1a64, IO_TIMEOUT, Noise, Response, Server, connect_listener, example_guest, fetch, get_from,
-    guest_file, listener_key, path_str, vm_rss_kib, wait_until, write_file,
+    guest_file, listener_key, path_str, send_noise, vm_rss_kib, wait_until, write_file,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -142,20 +142,11 @@ fn a_1_gib_upload_streams_through_a_component_in_bounded_memory() {
     let mut reader = stream.try_clone().expect("clone");
     let writer = {
         let mut stream = stream;
-        thread::spawn(move || -> io::Result<u64> {
+        thread::spawn(move || {
             let head = format!(
                 "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {GIB}\r\n\r\n"
             );
-            stream.write_all(head.as_bytes())?;
-            let mut noise = Noise::new(0x5eed);
-            let mut hash = Fnv1a64::default();
-            let mut chunk = vec![0u8; MIB];
-            for _ in 0..GIB / MIB as u64 {
-                noise.fill(&mut chunk);
-                hash.update(&chunk);
-                stream.write_all(&chunk)?;
-            }
-            Ok(hash.0)
+            send_noise(&mut stream, &head, GIB, None)
         })
     };
     let (status, headers) = read_head(&mut reader).expect("response head");

@@ -1234,6 +1234,38 @@ pub fn raw_request(
     out
 }
 
+/// Sends `head`, then `size` bytes of [`Noise`] (seed `0x5eed`) in 1 MiB pieces on
+/// `stream`; returns the [`Fnv1a64`] of the bytes sent. With `limit` (a start and a
+/// span), gives up with an error once the span has passed.
+pub fn send_noise(
+    stream: &mut impl Write,
+    head: &str,
+    size: u64,
+    limit: Option<(Instant, Duration)>,
+) -> io::Result<u64> {
+    const PIECE: usize = 1 << 20;
+    stream.write_all(head.as_bytes())?;
+    let mut noise = Noise::new(0x5eed);
+    let mut hash = Fnv1a64::default();
+    let mut chunk = vec![0u8; PIECE];
+    let mut sent = 0u64;
+    while sent < size {
+        if let Some((started, span)) = limit
+            && started.elapsed() > span
+        {
+            return Err(io::Error::other(format!(
+                "sent only {sent} bytes in {span:?}"
+            )));
+        }
+        let piece = &mut chunk[..(size - sent).min(PIECE as u64) as usize];
+        noise.fill(piece);
+        hash.update(piece);
+        stream.write_all(piece)?;
+        sent += piece.len() as u64;
+    }
+    Ok(hash.0)
+}
+
 /// The resident set size of a process, from `/proc/<pid>/status` (`VmRSS`), in KiB.
 pub fn vm_rss_kib(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

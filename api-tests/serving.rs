@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     Conn, Fnv1a64, IO_TIMEOUT, Noise, Response, Server, connect_listener, example_app,
-    free_port_v6, get_from, listener_key, path_str, raw_request, vm_rss_kib, wait_until,
+    free_port_v6, get_from, listener_key, path_str, raw_request, send_noise, vm_rss_kib,
+    wait_until,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -761,27 +762,11 @@ fn a_1_gib_upload_is_reflected_in_bounded_memory() {
     let mut reader = stream.try_clone().expect("clone stream");
     let writer = {
         let mut stream = stream;
-        thread::spawn(move || -> io::Result<u64> {
+        thread::spawn(move || {
             let head = format!(
                 "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-wharf-test\r\nContent-Length: {SIZE}\r\n\r\n"
             );
-            stream.write_all(head.as_bytes())?;
-            let mut noise = Noise::new(0x5eed);
-            let mut hash = Fnv1a64::default();
-            let mut chunk = vec![0u8; MIB];
-            let mut sent = 0u64;
-            while sent < SIZE {
-                if started.elapsed() > limit {
-                    return Err(io::Error::other(format!(
-                        "sent only {sent} bytes in {limit:?}"
-                    )));
-                }
-                noise.fill(&mut chunk);
-                hash.update(&chunk);
-                stream.write_all(&chunk)?;
-                sent += chunk.len() as u64;
-            }
-            Ok(hash.0)
+            send_noise(&mut stream, &head, SIZE, Some((started, limit)))
         })
     };
 
