@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     Fnv1a64, IO_TIMEOUT, Noise, Response, Server, connect_listener, example_guest, fetch, get_from,
-    guest_file, listener_key, path_str, send_noise, vm_rss_kib, wait_until, write_file,
+    guest_file, listener_key, path_str, read_head, send_noise, vm_rss_kib, wait_until, write_file,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -469,33 +469,6 @@ fn raw_exchange(key: &str, target: &str) -> String {
     let read = conn.read_to_close(IO_TIMEOUT);
     assert!(read.closed, "GET {target}: the connection stayed open");
     String::from_utf8_lossy(&read.bytes).into_owned()
-}
-
-/// Reads a response head: status and headers (lowercased names); leaves the body.
-fn read_head(stream: &mut impl Read) -> io::Result<(u16, Vec<(String, String)>)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed in the head",
-            ));
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = text.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad head {text:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok((status, headers))
 }
 
 /// Decodes a chunked response body as it arrives.

@@ -1234,6 +1234,37 @@ pub fn raw_request(
     out
 }
 
+/// Reads a response head from a raw stream: status and headers (names lowercased);
+/// leaves the body.
+pub fn read_head(stream: &mut impl Read) -> io::Result<(u16, Vec<(String, String)>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("closed in the head: {:?}", String::from_utf8_lossy(&head)),
+            ));
+        }
+        head.push(byte[0]);
+        if head.len() > 64 * 1024 {
+            return Err(io::Error::other("a response head over 64 KiB"));
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad head {text:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers))
+}
+
 /// Sends `head`, then `size` bytes of [`Noise`] (seed `0x5eed`) in 1 MiB pieces on
 /// `stream`; returns the [`Fnv1a64`] of the bytes sent. With `limit` (a start and a
 /// span), gives up with an error once the span has passed.

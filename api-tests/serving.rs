@@ -5,7 +5,7 @@
 //! with a 1 GiB streamed upload in bounded memory, `large-upload` writing into preopened
 //! directories, body size limits and `/status` after serving.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     Conn, Fnv1a64, IO_TIMEOUT, Noise, Response, Server, connect_listener, example_app,
-    free_port_v6, get_from, listener_key, path_str, raw_request, send_noise, vm_rss_kib,
+    free_port_v6, get_from, listener_key, path_str, raw_request, read_head, send_noise, vm_rss_kib,
     wait_until,
 };
 
@@ -689,36 +689,6 @@ fn max_body_size_sets_the_limit() {
         resp.status, 413,
         "1001 bytes with max_body_size 1000: {resp}"
     );
-}
-
-/// Reads a response head from a raw stream: status and headers; leaves the body.
-fn read_head(stream: &mut impl Read) -> io::Result<(u16, Vec<(String, String)>)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("closed in the head: {:?}", String::from_utf8_lossy(&head)),
-            ));
-        }
-        head.push(byte[0]);
-        if head.len() > 64 * 1024 {
-            return Err(io::Error::other("a response head over 64 KiB"));
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let mut lines = text.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("bad head {text:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Ok((status, headers))
 }
 
 #[test]
