@@ -9,6 +9,7 @@
 
 mod body;
 mod deadline;
+pub mod pipe;
 mod response;
 mod server;
 
@@ -75,6 +76,15 @@ pub enum ResponseBody {
     /// closed, so the client sees a truncated body). The channel is bounded, so a slow
     /// client slows the producer.
     Stream(mpsc::Receiver<Result<Bytes, StreamAbort>>),
+    /// The same, from a `pipe`.
+    Pipe(pipe::PipeReader),
+}
+
+impl ResponseBody {
+    /// Whether the pieces arrive while the response is being sent.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, Self::Stream(_) | Self::Pipe(_))
+    }
 }
 
 /// Why a streamed body stopped early.

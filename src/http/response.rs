@@ -6,13 +6,14 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::sync::mpsc;
 
+use super::pipe::PipeReader;
 use super::{Response, ResponseBody, Sent, StreamAbort, Version};
 
 /// Pieces up to this size are copied into the write buffer; larger ones go out with a
@@ -199,14 +200,13 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
     let natural = match &body {
         ResponseBody::Empty => Framing::Length(0),
         ResponseBody::Full(bytes) => Framing::Length(bytes.len() as u64),
-        ResponseBody::Stream(_) => match declared {
+        ResponseBody::Stream(_) | ResponseBody::Pipe(_) => match declared {
             Some(n) => Framing::Length(n),
             None if http10 => Framing::UntilClose,
             None => Framing::Chunked,
         },
     };
-    if let (Framing::Length(n), Some(d), false) =
-        (natural, declared, matches!(body, ResponseBody::Stream(_)))
+    if let (Framing::Length(n), Some(d), false) = (natural, declared, body.is_streamed())
         && n != d
         && !(exchange.head_request && n == 0)
     {
@@ -236,11 +236,11 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
             let shown = match (&body, declared) {
                 _ if status < 200 || status == 204 => None,
                 (ResponseBody::Empty, Some(d)) if exchange.head_request || status == 304 => Some(d),
-                (ResponseBody::Stream(_), Some(d)) => Some(d),
+                (ResponseBody::Stream(_) | ResponseBody::Pipe(_), Some(d)) => Some(d),
                 (ResponseBody::Full(bytes), _) => Some(bytes.len() as u64),
                 (ResponseBody::Empty, _) if status == 304 => None,
                 (ResponseBody::Empty, _) => Some(0),
-                (ResponseBody::Stream(_), None) => None,
+                (ResponseBody::Stream(_) | ResponseBody::Pipe(_), None) => None,
             };
             if let Some(n) = shown {
                 sent.content_length = Some(n);
@@ -276,6 +276,10 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
             close |= send_stream(out, &mut pieces, framing, &mut sent.body_bytes).await?;
             sent.close |= close;
         }
+        ResponseBody::Pipe(mut pieces) => {
+            close |= send_stream(out, &mut pieces, framing, &mut sent.body_bytes).await?;
+            sent.close |= close;
+        }
     }
     out.flush().await?;
     Ok(close)
@@ -283,9 +287,9 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
 
 /// Streams the pieces; `Ok(true)` when the body broke its framing, so the connection
 /// must close.
-async fn send_stream<W: AsyncWrite + Unpin>(
+async fn send_stream<W: AsyncWrite + Unpin, P: Pieces>(
     out: &mut Output<W>,
-    pieces: &mut mpsc::Receiver<Result<Bytes, StreamAbort>>,
+    pieces: &mut P,
     framing: Framing,
     body_bytes: &mut u64,
 ) -> io::Result<bool> {
@@ -326,7 +330,7 @@ async fn send_stream<W: AsyncWrite + Unpin>(
                     );
                     out.flush().await?;
                     // Let the producer finish, but the connection cannot be trusted now.
-                    while pieces.recv().await.is_some() {}
+                    while poll_fn(|cx| pieces.poll_piece(cx)).await.is_some() {}
                     return Ok(true);
                 }
                 out.put(&piece).await?;
@@ -354,17 +358,32 @@ async fn send_stream<W: AsyncWrite + Unpin>(
 
 /// The next streamed piece; flushes first when none is ready, so small pieces that come
 /// together go out together while a slow producer's pieces go out at once.
-async fn next_piece<W: AsyncWrite + Unpin>(
+async fn next_piece<W: AsyncWrite + Unpin, P: Pieces>(
     out: &mut Output<W>,
-    pieces: &mut mpsc::Receiver<Result<Bytes, StreamAbort>>,
+    pieces: &mut P,
 ) -> io::Result<Option<Result<Bytes, StreamAbort>>> {
-    match pieces.try_recv() {
-        Ok(piece) => Ok(Some(piece)),
-        Err(TryRecvError::Disconnected) => Ok(None),
-        Err(TryRecvError::Empty) => {
-            out.flush().await?;
-            Ok(pieces.recv().await)
-        }
+    if let Poll::Ready(piece) = poll_fn(|cx| Poll::Ready(pieces.poll_piece(cx))).await {
+        return Ok(piece);
+    }
+    out.flush().await?;
+    Ok(poll_fn(|cx| pieces.poll_piece(cx)).await)
+}
+
+/// Where a streamed body's pieces come from.
+trait Pieces {
+    /// The next piece; `Ready(None)` once the body is complete.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAbort>>>;
+}
+
+impl Pieces for mpsc::Receiver<Result<Bytes, StreamAbort>> {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAbort>>> {
+        self.poll_recv(cx)
+    }
+}
+
+impl Pieces for PipeReader {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAbort>>> {
+        PipeReader::poll_piece(self, cx)
     }
 }
 

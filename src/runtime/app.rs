@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::guest_task::{self, GuestEnd, GuestTask, TimedOut, finish, run_until_progress, within};
@@ -19,13 +19,11 @@ use super::layout::RequestHead;
 use super::limits::Limits;
 use super::pool::{CheckoutError, InstancePool, PoolCounts, PoolSize};
 use super::slow_lane::SlowLane;
-use super::unit_abi::{Exchange, Head, UnitAppSpec, UnitInstance, UnitModule};
+use super::unit_abi::{UnitAppSpec, UnitInstance, UnitModule};
 use super::{LoadedModule, Runtime};
+use crate::http::pipe::ResponseHead;
 use crate::http::push_decimal;
 use crate::http::{self, BodyError, Request, Response, ResponseBody};
-
-/// Pieces of response body in flight between a guest and its client.
-const BODY_PIPELINE: usize = 4;
 
 pub struct WasmApp {
     /// Shared with each request's guest future, for its log lines.
@@ -36,7 +34,7 @@ pub struct WasmApp {
 }
 
 /// What happened first while running a guest on the data plane.
-type Progress = guest_task::Progress<Head>;
+type Progress = guest_task::Progress<ResponseHead>;
 
 impl WasmApp {
     /// Links the loaded module, checks its exports and starts its spare instances (at
@@ -49,7 +47,7 @@ impl WasmApp {
     ) -> anyhow::Result<Self> {
         let spec = UnitAppSpec::from_config(config);
         let module_path = spec.module.display().to_string();
-        let unit = UnitModule::new(runtime.unit_linker(), &loaded.code, spec)
+        let unit = UnitModule::new(runtime.unit_linkers(), &loaded.code, spec)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{module_path}`"))?;
         let limits = Limits::from_config(config);
@@ -103,17 +101,17 @@ impl WasmApp {
                 return http::error_response(503);
             }
         };
-        let long_running = lease
-            .instance()
-            .map_or_else(Default::default, |i| i.long_running());
-        let (head_tx, mut head_rx) = oneshot::channel();
-        let (body_tx, body_rx) = mpsc::channel(BODY_PIPELINE);
+        let Some(instance) = lease.instance() else {
+            return http::error_response(500);
+        };
+        let long_running = instance.long_running();
+        let mut response = instance.open_exchange();
         let name = Arc::clone(&self.name);
         let timeout = self.limits.timeout;
         let mut guest: GuestTask = Box::pin(async move {
             let exchange = async {
                 match lease.instance() {
-                    Some(instance) => run(instance, request, Exchange::new(head_tx, body_tx)).await,
+                    Some(instance) => run(instance, request).await,
                     None => Ok(()),
                 }
             };
@@ -137,10 +135,9 @@ impl WasmApp {
                 }
             };
             let unfinished = lease.instance().and_then(UnitInstance::take_exchange);
-            // Free the slot before telling a client that may not be reading.
             drop(lease);
             if let Some(exchange) = unfinished {
-                exchange.abort(why).await;
+                exchange.abort(why);
             }
             end
         });
@@ -148,22 +145,26 @@ impl WasmApp {
         // of its own only if it is still going once the head is out (a streamed or slow
         // response), so a small response costs no task and no cross-task wake-ups. A
         // guest that keeps the CPU busy moves to the slow lane instead.
-        let head = match run_until_progress(&mut guest, Some(&mut head_rx), &long_running).await {
-            Progress::Ended(end) => head_rx.try_recv().map_err(|_| end),
+        let head = match run_until_progress(&mut guest, |cx| response.poll_head(cx), &long_running)
+            .await
+        {
+            Progress::Ended(end) => response.take_head().ok_or(end),
             Progress::Head(head) => {
                 tokio::spawn(finish(guest, long_running, Arc::clone(&self.slow_lane)));
-                head.map_err(|_| GuestEnd::Failed)
+                head.ok_or(GuestEnd::Failed)
             }
             Progress::LongRunning => {
                 let mut task = self.slow_lane.spawn(guest);
-                tokio::select! {
+                let first = tokio::select! {
                     biased;
-                    end = &mut task => head_rx.try_recv().map_err(|_| end.unwrap_or(GuestEnd::Failed)),
-                    head = &mut head_rx => match head {
-                        Ok(head) => Ok(head),
-                        // The guest ended without a head; its task says how.
-                        Err(_) => Err(task.await.unwrap_or(GuestEnd::Failed)),
-                    },
+                    end = &mut task => Err(end.unwrap_or(GuestEnd::Failed)),
+                    head = poll_fn(|cx| response.poll_head(cx)) => Ok(head),
+                };
+                match first {
+                    Err(end) => response.take_head().ok_or(end),
+                    Ok(Some(head)) => Ok(head),
+                    // The guest ended without a head; its task says how.
+                    Ok(None) => Err(task.await.unwrap_or(GuestEnd::Failed)),
                 }
             }
         };
@@ -171,7 +172,7 @@ impl WasmApp {
             Ok(head) => Response {
                 status: head.status,
                 headers: head.headers,
-                body: ResponseBody::Stream(body_rx),
+                body: ResponseBody::Pipe(response),
             },
             Err(GuestEnd::TimedOut) => http::error_response(503),
             Err(GuestEnd::Done | GuestEnd::Failed) => http::error_response(500),
@@ -179,11 +180,7 @@ impl WasmApp {
     }
 }
 
-async fn run(
-    instance: &mut UnitInstance,
-    request: Request,
-    exchange: Exchange,
-) -> anyhow::Result<()> {
+async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()> {
     let Request {
         method,
         target,
@@ -204,7 +201,6 @@ async fn run(
     }
     let local_port = port_start..addresses.len();
     let server_name = server_name(&headers);
-    let fields: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (&n[..], &v[..])).collect();
     // The ABI announces the whole length up front, so a chunked body is gathered first
     // (bounded by the listener's max_body_size).
     let mut source = match body.content_length() {
@@ -220,11 +216,11 @@ async fn run(
         local_addr: &addresses[local_addr],
         local_port: &addresses[local_port],
         server_name: &server_name,
-        headers: &fields,
+        headers: &headers,
         content_len: source.len(),
         tls: false,
     };
-    instance.serve(&head, &mut source, exchange).await?;
+    instance.serve(&head, &mut source).await?;
     Ok(())
 }
 

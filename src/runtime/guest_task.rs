@@ -7,9 +7,8 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::slow_lane::SlowLane;
@@ -29,24 +28,23 @@ pub type GuestTask = Pin<Box<dyn Future<Output = GuestEnd> + Send>>;
 /// head the guest hands over.
 pub enum Progress<H> {
     Ended(GuestEnd),
-    Head(Result<H, oneshot::error::RecvError>),
+    /// The head, or `None` if the guest's side closed without one.
+    Head(Option<H>),
     LongRunning,
 }
 
-/// Polls the guest until it ends, hands over its response head (if `head` is given), or
+/// Polls the guest until it ends, hands over its response head (as `head` polls it), or
 /// is found to be long-running.
 pub async fn run_until_progress<H>(
     guest: &mut GuestTask,
-    mut head: Option<&mut oneshot::Receiver<H>>,
+    mut head: impl FnMut(&mut Context<'_>) -> Poll<Option<H>>,
     long_running: &AtomicBool,
 ) -> Progress<H> {
     poll_fn(|cx| {
         if let Poll::Ready(end) = guest.as_mut().poll(cx) {
             return Poll::Ready(Progress::Ended(end));
         }
-        if let Some(head) = head.as_mut()
-            && let Poll::Ready(head) = Pin::new(&mut **head).poll(cx)
-        {
+        if let Poll::Ready(head) = head(cx) {
             return Poll::Ready(Progress::Head(head));
         }
         if long_running.load(Ordering::Relaxed) {
@@ -60,7 +58,8 @@ pub async fn run_until_progress<H>(
 /// Runs the rest of a guest task where it is (a data-plane thread), moving it to the
 /// slow lane if it turns out to be long-running.
 pub async fn finish(mut guest: GuestTask, long_running: Arc<AtomicBool>, slow_lane: Arc<SlowLane>) {
-    if let Progress::<()>::LongRunning = run_until_progress(&mut guest, None, &long_running).await {
+    let no_head = |_: &mut Context<'_>| Poll::<Option<()>>::Pending;
+    if let Progress::LongRunning = run_until_progress(&mut guest, no_head, &long_running).await {
         slow_lane.spawn(guest);
     }
 }

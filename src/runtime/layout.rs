@@ -6,6 +6,7 @@
 //! checked against the slice it reads from, and a violation is an `AbiError`, never a
 //! panic. All integers are little-endian.
 
+use bytes::Bytes;
 use thiserror::Error;
 
 /// Size of the shared buffer the guest sees (`nxt_wasm_get_init_mem_size`).
@@ -38,7 +39,7 @@ pub struct RequestHead<'a> {
     pub local_addr: &'a [u8],
     pub local_port: &'a [u8],
     pub server_name: &'a [u8],
-    pub headers: &'a [(&'a [u8], &'a [u8])],
+    pub headers: &'a [(Bytes, Bytes)],
     pub content_len: u64,
     pub tls: bool,
 }
@@ -255,7 +256,13 @@ mod tests {
 
     #[test]
     fn writes_unit_request_layout() {
-        let headers: &[(&[u8], &[u8])] = &[(b"Host", b"localhost"), (b"X-A", b"1")];
+        let headers = &[
+            (
+                Bytes::from_static(b"Host"),
+                Bytes::from_static(b"localhost"),
+            ),
+            (Bytes::from_static(b"X-A"), Bytes::from_static(b"1")),
+        ];
         let head = RequestHead {
             method: b"POST",
             version: b"HTTP/1.1",

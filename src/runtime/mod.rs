@@ -22,12 +22,12 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
-use wasmtime::{Engine, Linker, Module};
+use wasmtime::{Engine, Module};
 
 use artifact_cache::{ArtifactCache, ArtifactKind};
 use compiled::{Code, Compiled};
 use slow_lane::SlowLane;
-use unit_abi::GuestState;
+use unit_abi::UnitLinkers;
 
 /// A module's identity: the SHA-256 of its bytes.
 pub type ModuleHash = [u8; 32];
@@ -71,7 +71,7 @@ pub type LoadedModule = Loaded<Module>;
 
 pub struct Runtime {
     engine: Engine,
-    unit_linker: Linker<GuestState>,
+    unit_linkers: UnitLinkers,
     /// Compiled code by kind and content hash, shared by every app that runs it.
     compiled: Mutex<HashMap<(ArtifactKind, ModuleHash), Code>>,
     artifacts: Option<Arc<ArtifactCache>>,
@@ -102,12 +102,12 @@ impl Runtime {
         artifacts: impl FnOnce(&Engine) -> anyhow::Result<Option<Arc<ArtifactCache>>>,
     ) -> anyhow::Result<Self> {
         let engine = engine::build()?;
-        let unit_linker = unit_abi::linker(&engine).map_err(anyhow::Error::from)?;
+        let unit_linkers = UnitLinkers::new(&engine).map_err(anyhow::Error::from)?;
         let component_linker = component::host::linker(&engine)?;
         Ok(Self {
             artifacts: artifacts(&engine)?,
             engine,
-            unit_linker,
+            unit_linkers,
             compiled: Mutex::new(HashMap::new()),
             component_linker,
             slow_lane: Arc::new(SlowLane::start()?),
@@ -118,8 +118,8 @@ impl Runtime {
         &self.engine
     }
 
-    pub fn unit_linker(&self) -> &Linker<GuestState> {
-        &self.unit_linker
+    pub fn unit_linkers(&self) -> &UnitLinkers {
+        &self.unit_linkers
     }
 
     pub fn slow_lane(&self) -> &Arc<SlowLane> {

@@ -323,7 +323,7 @@ mod tests {
         spec.request_handler = "request".into();
         spec.malloc_handler = "malloc".into();
         spec.free_handler = "free".into();
-        let module = UnitModule::new(runtime.unit_linker(), &module, spec).expect("links");
+        let module = UnitModule::new(runtime.unit_linkers(), &module, spec).expect("links");
         let size = PoolSize {
             max,
             spare: 0,

@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
 use wasmtime::error::Context as _;
 use wasmtime::{
     Caller, Engine, InstancePre, Linker, Memory, Module, Store, TypedFunc, UpdateDeadline,
@@ -27,62 +25,71 @@ use super::app::BodySource;
 use super::layout::{self, ALLOCATION_SIZE, BUFFER_SIZE, RequestHead};
 use super::limits::{Limits, MemoryBudget};
 use super::slow_lane::LONG_RUNNING_TICKS;
-use crate::http::StreamAbort;
-
-/// The response head a guest sends.
-#[derive(Debug)]
-pub struct Head {
-    pub status: u16,
-    pub headers: Vec<(Bytes, Bytes)>,
-}
+use crate::http::pipe::{Pipe, PipeReader, PushError, ResponseHead};
 
 /// What a request hands the guest and how the guest's answer reaches the client.
 pub struct Exchange {
     status: i32,
-    head: Option<oneshot::Sender<Head>>,
-    /// Dropped at `response_end`, which completes the response for the client while
-    /// the guest's hooks still run.
-    body: Option<mpsc::Sender<Result<Bytes, StreamAbort>>>,
+    /// `None` once closed.
+    pipe: Option<Pipe>,
+    head_sent: bool,
+    /// Set at `response_end`, which completes the response for the client while the
+    /// guest's hooks still run.
     ended: bool,
 }
 
 impl Exchange {
-    pub fn new(
-        head: oneshot::Sender<Head>,
-        body: mpsc::Sender<Result<Bytes, StreamAbort>>,
-    ) -> Self {
+    fn new(pipe: Pipe) -> Self {
         Self {
             status: 200,
-            head: Some(head),
-            body: Some(body),
+            pipe: Some(pipe),
+            head_sent: false,
             ended: false,
         }
     }
 
-    /// Ends a response the guest left unfinished: no head yet means the caller answers
+    /// Ends a response the guest left unfinished: no head yet means the reader answers
     /// with an error page; a head already sent means the client sees a truncated body.
-    pub async fn abort(mut self, why: String) {
-        drop(self.head.take());
-        if let Some(body) = self.body.take() {
-            let _ = body.send(Err(StreamAbort(why))).await;
+    pub fn abort(mut self, why: String) {
+        if let Some(pipe) = self.pipe.take() {
+            pipe.abort(why);
         }
     }
 
+    /// Completes the response (unless it is unfinished; see `Drop`) and gives back the
+    /// pipe for the next request.
+    fn close(mut self) -> Option<Pipe> {
+        let pipe = self.pipe.take()?;
+        finish(&pipe, self.ended);
+        Some(pipe)
+    }
+
     fn head_sent(&self) -> bool {
-        self.head.is_none()
+        self.head_sent
+    }
+
+    fn pipe(&self) -> wasmtime::Result<&Pipe> {
+        self.pipe
+            .as_ref()
+            .ok_or_else(|| format_err!("the guest sent a response outside of a request"))
     }
 }
 
 impl Drop for Exchange {
     /// An exchange dropped with its response neither ended nor aborted (a panic while the
-    /// guest ran) must not look complete to the client: a closed channel would.
+    /// guest ran) must not look complete to the client.
     fn drop(&mut self) {
-        if !self.ended
-            && self.head_sent()
-            && let Some(body) = self.body.take()
-        {
-            let _ = body.try_send(Err(StreamAbort("the response was not finished".into())));
+        if let Some(pipe) = self.pipe.take() {
+            finish(&pipe, self.ended);
         }
+    }
+}
+
+fn finish(pipe: &Pipe, ended: bool) {
+    if ended {
+        pipe.end();
+    } else {
+        pipe.abort("the response was not finished".into());
     }
 }
 
@@ -189,8 +196,39 @@ pub fn preopens(app: &Value) -> Vec<Preopen> {
         .collect()
 }
 
+/// The host side of the ABI, linked twice: `response_end` must be an async host
+/// function only when it calls back into the guest (its `response_end_handler`). Without
+/// that hook it is synchronous, which saves every request a boxed future and a trip
+/// through the fiber's blocking context.
+pub struct UnitLinkers {
+    plain: Linker<GuestState>,
+    with_response_end_hook: Linker<GuestState>,
+}
+
+impl UnitLinkers {
+    pub fn new(engine: &Engine) -> wasmtime::Result<Self> {
+        Ok(Self {
+            plain: linker(engine, ResponseEnd::Plain)?,
+            with_response_end_hook: linker(engine, ResponseEnd::CallsHook)?,
+        })
+    }
+
+    fn for_spec(&self, spec: &UnitAppSpec) -> &Linker<GuestState> {
+        match spec.response_end_handler {
+            Some(_) => &self.with_response_end_hook,
+            None => &self.plain,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ResponseEnd {
+    Plain,
+    CallsHook,
+}
+
 /// Defines the five `env` functions and WASI preview 1.
-pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
+fn linker(engine: &Engine, response_end: ResponseEnd) -> wasmtime::Result<Linker<GuestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |state: &mut GuestState| &mut state.wasi)?;
     linker.func_wrap("env", "nxt_wasm_get_init_mem_size", || BUFFER_SIZE)?;
@@ -230,44 +268,57 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
                 if !exchange.head_sent() {
                     send_head(&mut caller, Vec::new())?;
                 }
-                // Usually there is room: no sender clone and no waiting future then.
-                let piece = match exchange_body(&mut caller)?.try_send(Ok(piece)) {
+                // Usually there is room: no pipe clone and no waiting future then.
+                let piece = match exchange_body(&mut caller)?.try_push(piece) {
                     Ok(()) => return Ok(()),
-                    Err(TrySendError::Closed(_)) => bail!("the client went away"),
-                    Err(TrySendError::Full(piece)) => piece,
+                    Err(PushError::Gone) => bail!("the client went away"),
+                    Err(PushError::Full(piece)) => piece,
                 };
-                let body = exchange_body(&mut caller)?.clone();
-                if body.send(piece).await.is_err() {
-                    bail!("the client went away");
-                }
+                let pipe = exchange_body(&mut caller)?.clone();
+                pipe.push(piece).await?;
                 Ok(())
             })
         },
     )?;
-    linker.func_wrap_async(
-        "env",
-        "nxt_wasm_response_end",
-        |mut caller: Caller<'_, GuestState>, (): ()| {
-            Box::new(async move {
-                if !exchange(&mut caller)?.head_sent() {
-                    let text_plain = (
-                        Bytes::from_static(b"Content-Type"),
-                        Bytes::from_static(b"text/plain"),
-                    );
-                    send_head(&mut caller, vec![text_plain])?;
-                }
-                let exchange = exchange(&mut caller)?;
-                exchange.ended = true;
-                exchange.body = None;
-                // Unit runs this hook while the guest's request handler is still on the stack.
-                if let Some(hook) = caller.data().response_end_hook.clone() {
-                    hook.call_async(&mut caller, ()).await?;
-                }
-                Ok(())
-            })
-        },
-    )?;
+    match response_end {
+        ResponseEnd::Plain => linker.func_wrap(
+            "env",
+            "nxt_wasm_response_end",
+            |mut caller: Caller<'_, GuestState>| end_response(&mut caller),
+        )?,
+        ResponseEnd::CallsHook => linker.func_wrap_async(
+            "env",
+            "nxt_wasm_response_end",
+            |mut caller: Caller<'_, GuestState>, (): ()| {
+                Box::new(async move {
+                    end_response(&mut caller)?;
+                    // Unit runs this hook while the guest's request handler is still on
+                    // the stack.
+                    if let Some(hook) = caller.data().response_end_hook.clone() {
+                        hook.call_async(&mut caller, ()).await?;
+                    }
+                    Ok(())
+                })
+            },
+        )?,
+    };
     Ok(linker)
+}
+
+/// `response_end`: completes the response for the client (a guest that sent no head
+/// gets an empty `text/plain` one).
+fn end_response(caller: &mut Caller<'_, GuestState>) -> wasmtime::Result<()> {
+    if !exchange(caller)?.head_sent() {
+        let text_plain = (
+            Bytes::from_static(b"Content-Type"),
+            Bytes::from_static(b"text/plain"),
+        );
+        send_head(caller, vec![text_plain])?;
+    }
+    let exchange = exchange(caller)?;
+    exchange.ended = true;
+    exchange.pipe()?.end();
+    Ok(())
 }
 
 fn exchange<'c>(caller: &'c mut Caller<'_, GuestState>) -> wasmtime::Result<&'c mut Exchange> {
@@ -278,13 +329,12 @@ fn exchange<'c>(caller: &'c mut Caller<'_, GuestState>) -> wasmtime::Result<&'c 
         .ok_or_else(|| format_err!("the guest sent a response outside of a request"))
 }
 
-fn exchange_body<'c>(
-    caller: &'c mut Caller<'_, GuestState>,
-) -> wasmtime::Result<&'c mpsc::Sender<Result<Bytes, StreamAbort>>> {
-    exchange(caller)?
-        .body
-        .as_ref()
-        .ok_or_else(|| format_err!("the guest sent a body after ending its response"))
+fn exchange_body<'c>(caller: &'c mut Caller<'_, GuestState>) -> wasmtime::Result<&'c Pipe> {
+    let exchange = exchange(caller)?;
+    if exchange.ended {
+        bail!("the guest sent a body after ending its response");
+    }
+    exchange.pipe()
 }
 
 /// Copies header fields out of guest memory into one shared allocation.
@@ -328,12 +378,11 @@ fn send_head(
         .ok()
         .filter(|s| (100..=999).contains(s))
         .ok_or_else(|| format_err!("the guest set the invalid status {}", exchange.status))?;
-    let sender = exchange
-        .head
-        .take()
-        .ok_or_else(|| format_err!("the guest sent the response headers twice"))?;
-    // The receiver is gone only if the client is; the body send will notice.
-    let _ = sender.send(Head { status, headers });
+    if exchange.head_sent {
+        bail!("the guest sent the response headers twice");
+    }
+    exchange.head_sent = true;
+    exchange.pipe()?.send_head(ResponseHead { status, headers });
     Ok(())
 }
 
@@ -357,11 +406,12 @@ impl UnitModule {
     /// Links the module and checks that it has every export the config names, with the
     /// right signature, before any instance exists.
     pub fn new(
-        linker: &Linker<GuestState>,
+        linkers: &UnitLinkers,
         module: &Module,
         spec: UnitAppSpec,
     ) -> wasmtime::Result<Self> {
-        let pre = linker
+        let pre = linkers
+            .for_spec(&spec)
             .instantiate_pre(module)
             .context("the module imports something Wharf does not provide")?;
         let exports: Vec<&str> = module.exports().map(|e| e.name()).collect();
@@ -490,6 +540,7 @@ impl UnitModule {
             buffer,
             exports,
             served: 0,
+            spare_pipe: None,
         })
     }
 }
@@ -502,6 +553,8 @@ pub struct UnitInstance {
     exports: Exports,
     /// Requests this instance has been given.
     served: u64,
+    /// The last request's pipe, kept for the next one.
+    spare_pipe: Option<Pipe>,
 }
 
 /// A request failed inside the guest; the instance must not be reused.
@@ -510,17 +563,22 @@ pub struct UnitInstance {
 pub struct GuestFailure(pub anyhow::Error);
 
 impl UnitInstance {
-    /// Runs one request through the guest: hooks, the head and body written into the
-    /// buffer chunk by chunk, `request_handler` once per chunk. The response leaves
-    /// through `exchange` as the guest produces it.
+    /// Prepares the next request's exchange; its response comes out of the reader, as
+    /// the guest produces it.
+    pub fn open_exchange(&mut self) -> PipeReader {
+        let (pipe, reader) = self.spare_pipe.take().map_or_else(Pipe::new, Pipe::recycle);
+        self.store.data_mut().exchange = Some(Exchange::new(pipe));
+        reader
+    }
+
+    /// Runs one request through the guest (its exchange opened first): hooks, the head
+    /// and body written into the buffer chunk by chunk, `request_handler` once per chunk.
     pub async fn serve(
         &mut self,
         head: &RequestHead<'_>,
         body: &mut BodySource<'_>,
-        exchange: Exchange,
     ) -> Result<(), GuestFailure> {
         self.count_served();
-        self.store.data_mut().exchange = Some(exchange);
         self.start_counting_ticks();
         let result = self.run_request(head, body).await;
         // (Hooks are called by reference: cloning a `TypedFunc` clones its type, which
@@ -538,6 +596,7 @@ impl UnitInstance {
             // Returning without `response_end` after the head ends the response.
             Some(mut exchange) if exchange.ended || exchange.head_sent() => {
                 exchange.ended = true;
+                self.spare_pipe = exchange.close();
                 Ok(())
             }
             _ => Err(GuestFailure(anyhow::anyhow!(

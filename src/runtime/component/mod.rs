@@ -12,8 +12,10 @@ pub mod host;
 pub mod log_stream;
 pub mod spec;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Context;
 
 use anyhow::Context as _;
 use serde_json::Value;
@@ -172,25 +174,25 @@ impl ComponentApp {
         });
         // As for `wasm` apps: run the guest right here until it answers, and move it to
         // the slow lane if it keeps the CPU busy first.
-        let (head, rest) =
-            match run_until_progress(&mut guest, Some(&mut head_rx), &long_running).await {
-                Progress::Ended(end) => (head_rx.try_recv().ok(), Rest::Ended(end)),
-                Progress::Head(head) => (head.ok(), Rest::Running(guest)),
-                Progress::LongRunning => {
-                    let mut task = self.slow_lane.spawn(guest);
-                    tokio::select! {
-                        biased;
-                        end = &mut task => {
-                            (head_rx.try_recv().ok(), Rest::Ended(end.unwrap_or(GuestEnd::Failed)))
-                        }
-                        head = &mut head_rx => {
-                            let rest: GuestTask =
-                                Box::pin(async move { task.await.unwrap_or(GuestEnd::Failed) });
-                            (head.ok(), Rest::Running(rest))
-                        }
+        let poll_head = |cx: &mut Context<'_>| Pin::new(&mut head_rx).poll(cx).map(Result::ok);
+        let (head, rest) = match run_until_progress(&mut guest, poll_head, &long_running).await {
+            Progress::Ended(end) => (head_rx.try_recv().ok(), Rest::Ended(end)),
+            Progress::Head(head) => (head, Rest::Running(guest)),
+            Progress::LongRunning => {
+                let mut task = self.slow_lane.spawn(guest);
+                tokio::select! {
+                    biased;
+                    end = &mut task => {
+                        (head_rx.try_recv().ok(), Rest::Ended(end.unwrap_or(GuestEnd::Failed)))
+                    }
+                    head = &mut head_rx => {
+                        let rest: GuestTask =
+                            Box::pin(async move { task.await.unwrap_or(GuestEnd::Failed) });
+                        (head.ok(), Rest::Running(rest))
                     }
                 }
-            };
+            }
+        };
         self.respond(head, rest).await
     }
 
