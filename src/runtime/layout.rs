@@ -154,18 +154,43 @@ pub fn read_body_piece(memory: &[u8], offset: u64) -> Result<&[u8], AbiError> {
 pub type Field<'m> = (&'m [u8], &'m [u8]);
 
 /// Reads `{u32 nfields; field[nfields]}` at `offset`; names and values are relative to the
-/// struct itself, as Unit reads them.
-pub fn read_headers(memory: &[u8], offset: u64) -> Result<Vec<Field<'_>>, AbiError> {
+/// struct itself, as Unit reads them. The fields are checked as they are read.
+pub fn read_headers(memory: &[u8], offset: u64) -> Result<HeaderFields<'_>, AbiError> {
     let count = read_u32(memory, offset, "response header count")?;
-    // Check the whole array before allocating for it: a hostile count is just an error.
+    // Check the whole array first: a hostile count is just an error.
     slice(
         memory,
         offset + 4,
         u64::from(count) * FIELD_SIZE as u64,
         "response header fields",
     )?;
-    (0..u64::from(count))
-        .map(|i| {
+    Ok(HeaderFields {
+        memory,
+        offset,
+        count,
+    })
+}
+
+/// A response's header fields in guest memory, their array already bounds-checked.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderFields<'m> {
+    memory: &'m [u8],
+    offset: u64,
+    count: u32,
+}
+
+impl<'m> HeaderFields<'m> {
+    pub fn count(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Result<Field<'m>, AbiError>> + use<'m> {
+        let Self {
+            memory,
+            offset,
+            count,
+        } = *self;
+        (0..u64::from(count)).map(move |i| {
             let at = offset + 4 + i * FIELD_SIZE as u64;
             let field = |k: u64| read_u32(memory, at + k * 4, "response header field");
             let (name_off, name_len) = (field(0)?, field(1)?);
@@ -184,7 +209,7 @@ pub fn read_headers(memory: &[u8], offset: u64) -> Result<Vec<Field<'_>>, AbiErr
             )?;
             Ok((name, value))
         })
-        .collect()
+    }
 }
 
 fn slice<'m>(
@@ -323,7 +348,8 @@ mod tests {
         memory[0..4].copy_from_slice(&1u32.to_le_bytes());
         memory[4..8].copy_from_slice(&60u32.to_le_bytes()); // name_off past the end
         memory[8..12].copy_from_slice(&8u32.to_le_bytes());
-        assert!(read_headers(&memory, 0).is_err());
+        let fields = read_headers(&memory, 0).expect("the array itself is in bounds");
+        assert!(fields.iter().any(|field| field.is_err()));
     }
 
     #[test]
@@ -336,6 +362,7 @@ mod tests {
         }
         memory[base + 20..base + 26].copy_from_slice(b"Name42");
         let headers = read_headers(&memory, base as u64).expect("valid");
-        assert_eq!(headers, vec![(&b"Name"[..], &b"42"[..])]);
+        let fields: Result<Vec<_>, _> = headers.iter().collect();
+        assert_eq!(fields.expect("valid"), vec![(&b"Name"[..], &b"42"[..])]);
     }
 }

@@ -22,7 +22,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::app::BodySource;
-use super::layout::{self, ALLOCATION_SIZE, BUFFER_SIZE, RequestHead};
+use super::layout::{self, ALLOCATION_SIZE, AbiError, BUFFER_SIZE, HeaderFields, RequestHead};
 use super::limits::{Limits, MemoryBudget};
 use super::slow_lane::LONG_RUNNING_TICKS;
 use crate::http::pipe::{Pipe, PipeReader, PushError, ResponseHead};
@@ -249,7 +249,7 @@ fn linker(engine: &Engine, response_end: ResponseEnd) -> wasmtime::Result<Linker
             let headers = {
                 let (memory, buffer) = guest_memory(&mut caller)?;
                 let at = u64::from(buffer) + u64::from(offset);
-                copy_fields(&layout::read_headers(memory, at)?)
+                copy_fields(layout::read_headers(memory, at)?)?
             };
             send_head(&mut caller, headers)
         },
@@ -337,26 +337,29 @@ fn exchange_body<'c>(caller: &'c mut Caller<'_, GuestState>) -> wasmtime::Result
     exchange.pipe()
 }
 
-/// Copies header fields out of guest memory into one shared allocation.
-fn copy_fields(fields: &[(&[u8], &[u8])]) -> Vec<(Bytes, Bytes)> {
-    let size = fields.iter().map(|(n, v)| n.len() + v.len()).sum();
+/// Copies header fields out of guest memory into one shared allocation, checking each
+/// field's bounds on the way.
+fn copy_fields(fields: HeaderFields<'_>) -> Result<Vec<(Bytes, Bytes)>, AbiError> {
+    let mut size = 0;
+    for field in fields.iter() {
+        let (name, value) = field?;
+        size += name.len() + value.len();
+    }
     let mut all = BytesMut::with_capacity(size);
-    for (name, value) in fields {
+    for (name, value) in fields.iter().flatten() {
         all.extend_from_slice(name);
         all.extend_from_slice(value);
     }
     let all = all.freeze();
+    let mut copied = Vec::with_capacity(fields.count());
     let mut at = 0;
-    fields
-        .iter()
-        .map(|(name, value)| {
-            let name_end = at + name.len();
-            let value_end = name_end + value.len();
-            let field = (all.slice(at..name_end), all.slice(name_end..value_end));
-            at = value_end;
-            field
-        })
-        .collect()
+    for (name, value) in fields.iter().flatten() {
+        let name_end = at + name.len();
+        let value_end = name_end + value.len();
+        copied.push((all.slice(at..name_end), all.slice(name_end..value_end)));
+        at = value_end;
+    }
+    Ok(copied)
 }
 
 /// The guest's memory as it is now, and the buffer's address in it.
