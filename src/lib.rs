@@ -5,13 +5,14 @@
 //! its durable history, `controller` the one path by which it changes, `generation` what
 //! runs (`application`: each app in it), `routing` where requests go, `access_log` the record of them, `runtime` the Wasm
 //! engine and guests, `listeners` and `http` the data plane, `control` the API, `status`
-//! the counters, `watch` the module files that swap themselves in.
+//! the counters (`counter`: how they are kept), `watch` the module files that swap themselves in.
 
 pub mod access_log;
 pub mod application;
 pub mod config;
 pub mod control;
 pub mod controller;
+pub mod counter;
 pub mod generation;
 pub mod http;
 pub mod listeners;

@@ -5,16 +5,15 @@
 //! on demand from them and from the running generation, so every configured application
 //! is listed even before it has served anything.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde_json::{Map, Value, json};
 
+use crate::counter::Counter;
 use crate::generation::Generation;
 use crate::http::ConnectionStats;
 
 /// The `/status` tree.
 pub fn report(stats: &ConnectionStats, generation: &Generation) -> Value {
-    let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let read = Counter::get;
     let applications: Map<String, Value> = generation
         .application_counts()
         .map(|(name, counts)| {

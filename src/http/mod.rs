@@ -15,11 +15,12 @@ mod server;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+
+use crate::counter::Counter;
 
 pub use body::{BodyError, RequestBody};
 pub(crate) use response::push_decimal;
@@ -124,20 +125,20 @@ pub trait Handler: Send + Sync + 'static {
 /// Connection and request counters of the data plane, for `/status`.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
-    pub accepted: AtomicU64,
+    pub accepted: Counter,
     /// Open connections, idle ones included.
-    pub active: AtomicU64,
+    pub active: Counter,
     /// Open connections waiting for their next request.
-    pub idle: AtomicU64,
-    pub closed: AtomicU64,
+    pub idle: Counter,
+    pub closed: Counter,
     /// Request heads read.
-    pub requests: AtomicU64,
+    pub requests: Counter,
 }
 
 impl ConnectionStats {
     fn closed(&self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
-        self.closed.fetch_add(1, Ordering::Relaxed);
+        self.active.decrement();
+        self.closed.increment();
     }
 }
 

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -142,8 +141,8 @@ fn spawn_connection<H: Handler>(
     let settings = settings.load_full();
     let shutdown = shutdown.clone();
     let stats = Arc::clone(stats);
-    stats.accepted.fetch_add(1, Ordering::Relaxed);
-    stats.active.fetch_add(1, Ordering::Relaxed);
+    stats.accepted.increment();
+    stats.active.increment();
     match connection {
         Accepted::Tcp(mut stream, remote) => {
             if let Err(e) = stream.set_nodelay(true) {
@@ -298,12 +297,12 @@ where
     async fn run(mut self) {
         let mut first = true;
         let next = loop {
-            self.stats.idle.fetch_add(1, Ordering::Relaxed);
+            self.stats.idle.increment();
             let read = self.read_head(first).await;
-            self.stats.idle.fetch_sub(1, Ordering::Relaxed);
+            self.stats.idle.decrement();
             let head = match read {
                 HeadRead::Head(head) => {
-                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    self.stats.requests.increment();
                     head
                 }
                 HeadRead::Idle => break Next::Close,

@@ -26,7 +26,7 @@ use crate::http::push_decimal;
 use crate::http::{self, BodyError, Request, Response, ResponseBody};
 
 pub struct WasmApp {
-    /// Shared with each request's guest future, for its log lines.
+    /// For log lines (the pool has it too, for the guest's side of a request).
     name: Arc<str>,
     pool: Arc<InstancePool>,
     limits: Limits,
@@ -52,7 +52,9 @@ impl WasmApp {
             .with_context(|| format!("`{module_path}`"))?;
         let limits = Limits::from_config(config);
         let slow_lane = Arc::clone(runtime.slow_lane());
+        let name: Arc<str> = Arc::from(name);
         let pool = InstancePool::new(
+            Arc::clone(&name),
             runtime.engine().clone(),
             unit,
             pool_size(config),
@@ -63,7 +65,7 @@ impl WasmApp {
             .await
             .with_context(|| format!("`{module_path}` failed to start"))?;
         Ok(Self {
-            name: Arc::from(name),
+            name,
             pool,
             limits,
             slow_lane,
@@ -106,7 +108,6 @@ impl WasmApp {
         };
         let long_running = instance.long_running();
         let mut response = instance.open_exchange();
-        let name = Arc::clone(&self.name);
         let timeout = self.limits.timeout;
         let mut guest: GuestTask = Box::pin(async move {
             let exchange = async {
@@ -123,12 +124,12 @@ impl WasmApp {
                     return GuestEnd::Done;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(app = %name, "request failed in the guest: {e:#}");
+                    tracing::warn!(app = %lease.app(), "request failed in the guest: {e:#}");
                     (GuestEnd::Failed, e.to_string())
                 }
                 Err(TimedOut) => {
                     tracing::warn!(
-                        app = %name,
+                        app = %lease.app(),
                         "request stopped after limits.timeout ({timeout:?}); its instance is discarded"
                     );
                     (GuestEnd::TimedOut, "the request timed out".to_owned())

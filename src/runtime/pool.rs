@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime::Engine;
+
+use crate::counter::Counter;
 
 use super::guest_task::{GuestEnd, GuestTask, finish};
 use super::limits::Limits;
@@ -25,19 +27,24 @@ pub struct PoolSize {
 }
 
 pub struct InstancePool {
+    /// The app's name, for log lines.
+    name: Arc<str>,
     engine: Engine,
     module: UnitModule,
     size: PoolSize,
     /// Idle instances with the time each was last returned, most recent last. Boxed,
     /// so that taking and returning one moves a pointer, not the whole instance.
     idle: Mutex<Vec<(Box<UnitInstance>, Instant)>>,
-    slots: Arc<Semaphore>,
+    /// Free slots. A lease holds one without a permit object (it is forgotten, and given
+    /// back when the lease drops): an owned permit would cost every request two updates of
+    /// a reference count that all threads share.
+    slots: Semaphore,
     limits: Limits,
     /// Where retired instances run their end hooks, out of the way of requests.
     slow_lane: Arc<SlowLane>,
     /// Requests waiting for a slot.
     waiting: AtomicUsize,
-    busy: AtomicU64,
+    busy: Counter,
     starting: AtomicU64,
 }
 
@@ -62,6 +69,7 @@ pub struct PoolCounts {
 
 impl InstancePool {
     pub fn new(
+        name: Arc<str>,
         engine: Engine,
         module: UnitModule,
         size: PoolSize,
@@ -69,15 +77,16 @@ impl InstancePool {
         slow_lane: Arc<SlowLane>,
     ) -> Arc<Self> {
         let pool = Arc::new(Self {
+            name,
             engine,
             module,
             size,
             idle: Mutex::new(Vec::new()),
-            slots: Arc::new(Semaphore::new(size.max.max(1))),
+            slots: Semaphore::new(size.max.max(1)),
             limits,
             slow_lane,
             waiting: AtomicUsize::new(0),
-            busy: AtomicU64::new(0),
+            busy: Counter::default(),
             starting: AtomicU64::new(0),
         });
         if let Some(timeout) = size.idle_timeout {
@@ -147,22 +156,23 @@ impl InstancePool {
     /// A free slot with an idle instance, if one is there right now: the common case,
     /// served without building the (large) future of the waiting path.
     pub fn try_checkout(self: &Arc<Self>) -> Option<Lease> {
-        let permit = Arc::clone(&self.slots).try_acquire_owned().ok()?;
-        let instance = self.idle.lock().ok().and_then(|mut idle| idle.pop())?.0;
-        Some(self.lease(instance, permit))
+        let permit = self.slots.try_acquire().ok()?;
+        let Some((instance, _)) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) else {
+            // No idle instance after all: the permit goes back as it drops.
+            return None;
+        };
+        permit.forget();
+        Some(self.lease(instance))
     }
 
     /// Waits for a free slot and returns an idle instance, or a new one. With `queue`
     /// requests already waiting, fails at once instead of waiting.
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease, CheckoutError> {
-        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
+        let permit = match self.slots.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {
                 let _waiting = WaitingGuard::join(&self.waiting, self.limits.queue)?;
-                Arc::clone(&self.slots)
-                    .acquire_owned()
-                    .await
-                    .map_err(anyhow::Error::from)?
+                self.slots.acquire().await.map_err(anyhow::Error::from)?
             }
         };
         let idle = self
@@ -189,22 +199,23 @@ impl InstancePool {
                 )
             }
         };
-        Ok(self.lease(instance, permit))
+        permit.forget();
+        Ok(self.lease(instance))
     }
 
-    fn lease(self: &Arc<Self>, instance: Box<UnitInstance>, permit: OwnedSemaphorePermit) -> Lease {
-        self.busy.fetch_add(1, Ordering::Relaxed);
+    /// Lends `instance`, whose slot the caller has taken (and forgotten the permit of).
+    fn lease(self: &Arc<Self>, instance: Box<UnitInstance>) -> Lease {
+        self.busy.increment();
         Lease {
             pool: Arc::clone(self),
             instance: Some(instance),
             reusable: false,
-            _permit: permit,
         }
     }
 
     pub fn counts(&self) -> PoolCounts {
         PoolCounts {
-            running: self.busy.load(Ordering::Relaxed),
+            running: self.busy.get(),
             starting: self.starting.load(Ordering::Relaxed),
             idle: self.idle.lock().map_or(0, |idle| idle.len() as u64),
         }
@@ -219,10 +230,14 @@ pub struct Lease {
     pool: Arc<InstancePool>,
     instance: Option<Box<UnitInstance>>,
     reusable: bool,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Lease {
+    /// The name of the app the instance belongs to.
+    pub fn app(&self) -> &str {
+        &self.pool.name
+    }
+
     pub fn instance(&mut self) -> Option<&mut UnitInstance> {
         self.instance.as_deref_mut()
     }
@@ -276,13 +291,15 @@ impl Drop for WaitingGuard<'_> {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.pool.busy.fetch_sub(1, Ordering::Relaxed);
+        self.pool.busy.decrement();
         if let Some(instance) = self.instance.take()
             && self.reusable
             && let Ok(mut idle) = self.pool.idle.lock()
         {
             idle.push((instance, Instant::now()));
         }
+        // After the instance is back, so that a request woken by this finds it idle.
+        self.pool.slots.add_permits(1);
     }
 }
 
@@ -330,7 +347,14 @@ mod tests {
             idle_timeout: None,
         };
         let lane = Arc::clone(runtime.slow_lane());
-        InstancePool::new(runtime.engine().clone(), module, size, limits, lane)
+        InstancePool::new(
+            Arc::from("test"),
+            runtime.engine().clone(),
+            module,
+            size,
+            limits,
+            lane,
+        )
     }
 
     #[tokio::test]
