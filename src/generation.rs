@@ -7,7 +7,6 @@
 //! generation with their warm instances. Routes are compiled here too (see `routing`),
 //! and the access log opened.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use crate::http::{self, Completion, Request, Response};
 use crate::routing::action::Pass;
 use crate::routing::encoding::encode_path;
 use crate::routing::request::RequestInfo;
-use crate::routing::{Outcome, Router};
+use crate::routing::{ListenerPasses, Outcome, Router};
 use crate::runtime::Runtime;
 use crate::runtime::pool::PoolCounts;
 
@@ -34,7 +33,7 @@ pub struct Generation {
     /// Applications in config order; passes refer to them by index.
     applications: Vec<(String, Arc<Application>)>,
     /// Where each listener sends its requests.
-    listeners: Arc<HashMap<String, Pass>>,
+    listeners: Arc<ListenerPasses>,
     router: Arc<Router>,
     access_log: Option<Arc<AccessLog>>,
 }

@@ -186,11 +186,17 @@ pub async fn serve_connection<R, W, H>(
     H: Handler,
 {
     tracing::debug!(remote = ?info.remote, "connection opened");
+    let mut shutdown = shutdown;
+    if *shutdown.borrow() {
+        // Already shutting down: make `shutting_down` see it.
+        shutdown.mark_changed();
+    }
     let mut stop_signal = shutdown.clone();
     let connection = Connection {
         reader,
         deadline: Deadline::new(),
         stop: Box::pin(async move { shutdown_requested(&mut stop_signal).await }),
+        stop_armed: false,
         rbuf: BytesMut::new(),
         spans: Vec::new(),
         out: Output::new(writer, settings.send_timeout),
@@ -202,6 +208,12 @@ pub async fn serve_connection<R, W, H>(
     };
     connection.run().await;
     tracing::debug!(remote = ?info.remote, "connection closed");
+}
+
+/// Whether the server is shutting down, without the channel's lock unless it changed
+/// (it only ever changes to `true`).
+fn shutting_down(shutdown: &watch::Receiver<bool>) -> bool {
+    shutdown.has_changed().unwrap_or(false) && *shutdown.borrow()
 }
 
 /// Resolves once `shutdown` holds `true`.
@@ -231,9 +243,12 @@ struct Connection<'a, R, W, H> {
     reader: R,
     /// The timer of the connection's waits for request heads.
     deadline: Deadline,
-    /// Resolves once the server shuts down; kept from one wait to the next, so that a
-    /// request costs no new registration with the shutdown signal.
+    /// Resolves once the server shuts down. Polled once, at the first wait for a next
+    /// request: it then stays registered with the shutdown signal, with this task's
+    /// waker, and later waits check `shutting_down` instead (each poll would take the
+    /// signal's lock, which every connection shares).
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    stop_armed: bool,
     rbuf: BytesMut,
     /// Scratch space for parsing heads.
     spans: Vec<[usize; 4]>,
@@ -333,13 +348,17 @@ where
     /// follow within `header_read_timeout` of it.
     async fn read_head(&mut self, first: bool) -> HeadRead {
         let settings = self.settings;
-        let mut started = (!self.rbuf.is_empty()).then(Instant::now);
+        // When the head's first bytes were seen. Taken only once a head turns out to be
+        // incomplete: a whole head (the usual case) costs no clock read.
+        let mut started = None;
         loop {
             if !self.rbuf.is_empty() {
                 match parse_head(&mut self.rbuf, &mut self.spans) {
                     Ok(Some(head)) => return HeadRead::Head(head),
                     Ok(None) if self.rbuf.len() >= MAX_HEAD => return HeadRead::Reject(431),
-                    Ok(None) => {}
+                    Ok(None) => {
+                        started.get_or_insert_with(Instant::now);
+                    }
                     Err(status) => return HeadRead::Reject(status),
                 }
             }
@@ -359,13 +378,23 @@ where
                 rbuf,
                 deadline,
                 stop,
+                stop_armed,
+                shutdown,
                 ..
             } = self;
             let mut read_buf = pin!(reader.read_buf(rbuf));
             let read = poll_fn(|cx| {
                 // Shutting down ends a wait for a next request, not a head under way.
-                if idle && stop.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
+                if idle {
+                    let stopped = if *stop_armed {
+                        shutting_down(shutdown)
+                    } else {
+                        *stop_armed = true;
+                        stop.as_mut().poll(cx).is_ready()
+                    };
+                    if stopped {
+                        return Poll::Ready(None);
+                    }
                 }
                 if let Poll::Ready(read) = read_buf.as_mut().poll(cx) {
                     return Poll::Ready(Some(Ok(read)));
@@ -378,9 +407,7 @@ where
             };
             match read {
                 Ok(Ok(0)) => return HeadRead::Idle,
-                Ok(Ok(_)) => {
-                    started.get_or_insert_with(Instant::now);
-                }
+                Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     tracing::debug!("reading a request head: {e}");
                     return HeadRead::Idle;
@@ -526,7 +553,7 @@ where
                 head_request,
                 close: !meta.keep_alive
                     || meta.force_close
-                    || *shutdown.borrow()
+                    || shutting_down(shutdown)
                     || pump_end == Some(PumpEnd::Failed)
                     || unreadable,
                 server_version: settings.server_version,
@@ -576,7 +603,7 @@ where
         };
         if !body_read {
             Next::Linger
-        } else if close || *shutdown.borrow() {
+        } else if close || shutting_down(shutdown) {
             if rbuf.is_empty() {
                 Next::Close
             } else {

@@ -96,6 +96,10 @@ pub enum Outcome {
     Respond(Response),
 }
 
+/// Each listener's pass, by address. Looked up on every request: with a fast hasher,
+/// since the addresses come from the config, not from clients.
+pub type ListenerPasses = HashMap<String, Pass, foldhash::fast::RandomState>;
+
 /// All routes of a config, compiled.
 #[derive(Debug, Default)]
 pub struct Router {
@@ -168,9 +172,9 @@ impl Router {
     }
 
     /// Each listener's `pass`, compiled against these routes.
-    pub fn listeners(&self, tree: &Value) -> Result<HashMap<String, Pass>, CompileError> {
+    pub fn listeners(&self, tree: &Value) -> Result<ListenerPasses, CompileError> {
         let Some(listeners) = tree.get("listeners").and_then(Value::as_object) else {
-            return Ok(HashMap::new());
+            return Ok(ListenerPasses::default());
         };
         listeners
             .iter()

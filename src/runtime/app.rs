@@ -232,18 +232,27 @@ fn push_ip(buf: &mut Vec<u8>, address: Option<SocketAddr>) -> Range<usize> {
     match address.map(|a| a.ip()) {
         None => buf.extend_from_slice(b"unix:"),
         Some(IpAddr::V4(ip)) => {
+            // Written into a fixed array and appended at once: pushing byte by byte
+            // checks the vector's capacity at every byte.
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            let mut put = |byte: u8| {
+                text[len] = byte;
+                len += 1;
+            };
             for (i, octet) in ip.octets().into_iter().enumerate() {
                 if i > 0 {
-                    buf.push(b'.');
+                    put(b'.');
                 }
                 if octet >= 100 {
-                    buf.push(b'0' + octet / 100);
+                    put(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    buf.push(b'0' + octet / 10 % 10);
+                    put(b'0' + octet / 10 % 10);
                 }
-                buf.push(b'0' + octet % 10);
+                put(b'0' + octet % 10);
             }
+            buf.extend_from_slice(&text[..len]);
         }
         Some(ip @ IpAddr::V6(_)) => buf.extend_from_slice(ip.to_string().as_bytes()),
     }
@@ -343,7 +352,8 @@ fn server_name(headers: &[(Bytes, Bytes)]) -> Cow<'_, [u8]> {
         host.iter().position(|&b| b == b':').unwrap_or(host.len())
     };
     let name = &host[..end];
-    if std::str::from_utf8(name).is_ok() && !name.iter().any(u8::is_ascii_uppercase) {
+    // (A non-ASCII name comes out of the general path unchanged, as UTF-8 or not.)
+    if name.is_ascii() && !name.iter().any(u8::is_ascii_uppercase) {
         return Cow::Borrowed(name);
     }
     Cow::Owned(

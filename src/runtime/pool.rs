@@ -32,9 +32,11 @@ pub struct InstancePool {
     engine: Engine,
     module: UnitModule,
     size: PoolSize,
-    /// Idle instances with the time each was last returned, most recent last. Boxed,
-    /// so that taking and returning one moves a pointer, not the whole instance.
-    idle: Mutex<Vec<(Box<UnitInstance>, Instant)>>,
+    /// Idle instances with the time each was last returned (kept only with an
+    /// `idle_timeout`: a clock read per request otherwise buys nothing), most recent
+    /// last. Boxed, so that taking and returning one moves a pointer, not the whole
+    /// instance.
+    idle: Mutex<Vec<(Box<UnitInstance>, Option<Instant>)>>,
     /// Free slots. A lease holds one without a permit object (it is forgotten, and given
     /// back when the lease drops): an owned permit would cost every request two updates of
     /// a reference count that all threads share.
@@ -114,7 +116,7 @@ impl InstancePool {
         let now = Instant::now();
         let stale = idle
             .iter()
-            .filter(|(_, since)| now.duration_since(*since) >= timeout)
+            .filter(|(_, since)| since.is_some_and(|since| now.duration_since(since) >= timeout))
             .count();
         let droppable = stale.min(idle.len().saturating_sub(self.size.spare));
         // The oldest come first.
@@ -296,7 +298,10 @@ impl Drop for Lease {
             && self.reusable
             && let Ok(mut idle) = self.pool.idle.lock()
         {
-            idle.push((instance, Instant::now()));
+            idle.push((
+                instance,
+                self.pool.size.idle_timeout.map(|_| Instant::now()),
+            ));
         }
         // After the instance is back, so that a request woken by this finds it idle.
         self.pool.slots.add_permits(1);
