@@ -3,13 +3,13 @@
 # handler returning the same bytes, measured side by side in one run so that the ratio
 # is meaningful on a noisy machine.
 #
-#   benches/hello-rps.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 10 s)
+#   benches/hello-rps.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 10 s)
 #
 # Each round runs wrk (-t2 -c64) against native, then Wharf; the summary prints every
 # round, the medians and the ratio Wharf / native.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-rounds=${1:-3}
+rounds=${1:-5}
 seconds=${2:-10}
 cd "$repo"
 
