@@ -352,7 +352,7 @@ fn server_name(headers: &[(Bytes, Bytes)]) -> Cow<'_, [u8]> {
         host.iter().position(|&b| b == b':').unwrap_or(host.len())
     };
     let name = &host[..end];
-    // (A non-ASCII name comes out of the general path unchanged, as UTF-8 or not.)
+    // (A non-ASCII name takes the general path, which leaves valid UTF-8 as it is.)
     if name.is_ascii() && !name.iter().any(u8::is_ascii_uppercase) {
         return Cow::Borrowed(name);
     }
