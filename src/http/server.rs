@@ -542,6 +542,14 @@ where
                 );
                 (error_response(500), None)
             });
+            // A handler that took the whole body can answer before the pump has handed
+            // over the end marker it no longer needs (the body's length was known): let
+            // the pump finish if it can without waiting, or that body looks abandoned.
+            if pump_end.is_none()
+                && let Poll::Ready(end) = poll_fn(|cx| Poll::Ready(pump.as_mut().poll(cx))).await
+            {
+                pump_end = Some(end);
+            }
             // Close when the body will stay unread: dropped by the handler, and never
             // asked of the client or too long to read past.
             let abandoned = matches!(pump_end, None | Some(PumpEnd::Abandoned))
