@@ -254,7 +254,7 @@ fn echo_get_with_query_strings_is_byte_exact() {
     let peer = Peer::tcp("127.0.0.1", &key);
     // (target, REQUEST_PATH, QUERY): a plain target keeps its query in the path (Unit's
     // quirk); one that needs normalising gives the decoded, normalised path alone.
-    let cases: [(&[u8], &[u8], &[u8]); 9] = [
+    let cases: [(&[u8], &[u8], &[u8]); 13] = [
         (b"/", b"/", b""),
         (b"/echo", b"/echo", b""),
         (b"/echo?x=1", b"/echo?x=1", b"x=1"),
@@ -264,6 +264,12 @@ fn echo_get_with_query_strings_is_byte_exact() {
         (b"/x%20y/z?a=1", b"/x y/z", b"a=1"),
         (b"/a//b/./c/../d?q", b"/a/b/d", b"q"),
         (b"/%41%42/?k=v", b"/AB/", b"k=v"),
+        // As routing sees them: a final dot segment stays (Unit resolves one only when a
+        // slash follows it), an encoded one counts, a fragment is dropped.
+        (b"/a/b/.", b"/a/b/.", b""),
+        (b"/a/b/..?q", b"/a/b/..", b"q"),
+        (b"/a/%2e%2e/b", b"/b", b""),
+        (b"/a/b#frag", b"/a/b", b""),
     ];
     for (target, path, query) in cases {
         let what = format!("GET {}", String::from_utf8_lossy(target));
@@ -276,6 +282,25 @@ fn echo_get_with_query_strings_is_byte_exact() {
         );
     }
     drop(server);
+}
+
+#[test]
+fn targets_unit_cannot_decode_or_resolve_are_bad_requests() {
+    let key = listener_key();
+    let _server = echo_server(&[&key], json!({}));
+    for target in ["/%zz", "/a%2", "/a%00b", "/../x", "/a/%2e%2e/../x"] {
+        let mut conn = connect_listener(&key).expect("connect");
+        conn.send(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .expect("send");
+        let resp = conn.read_response().expect("response");
+        assert_eq!(resp.status, 400, "GET {target}: {resp}");
+    }
+    // A malformed escape in the query is the app's business.
+    let mut conn = connect_listener(&key).expect("connect");
+    conn.send(b"GET /q?x=%zz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let resp = conn.read_response().expect("response");
+    assert_eq!(resp.status, 200, "{resp}");
 }
 
 #[test]
@@ -373,6 +398,9 @@ fn echo_server_name_is_the_lowercased_host_without_port() {
         ("EXAMPLE.org", "example.org"),
         ("localhost:1", "localhost"),
         ("127.0.0.1:80", "127.0.0.1"),
+        // The name routing matches: one final dot dropped (Unit's echo example prints it so).
+        ("example.com.", "example.com"),
+        ("Example.COM.:8080", "example.com"),
     ] {
         let case = EchoCase {
             headers: vec![(b"Host".to_vec(), host.as_bytes().to_vec())],

@@ -299,13 +299,14 @@ impl Values for Entry<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{ResponseBody, Version};
+    use crate::http::{Request, RequestBody, ResponseBody, Target, Version};
     use serde_json::json;
 
     fn request() -> RequestInfo {
-        RequestInfo::new(
+        let target = Target::parse(Bytes::from_static(b"/a?b=c")).expect("valid");
+        RequestInfo::new(Request::new(
             Bytes::from_static(b"GET"),
-            Bytes::from_static(b"/a?b=c"),
+            target,
             Version::Http11,
             vec![(
                 Bytes::from_static(b"User-Agent"),
@@ -313,7 +314,8 @@ mod tests {
             )],
             Some("192.0.2.1:4000".parse().expect("address")),
             None,
-        )
+            RequestBody::empty(),
+        ))
     }
 
     fn wait_for(path: &Path, want: usize) -> String {

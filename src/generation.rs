@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -18,7 +17,6 @@ use crate::access_log::{self, AccessLog};
 use crate::application::Application;
 use crate::http::{self, Completion, Request, Response};
 use crate::routing::action::Pass;
-use crate::routing::encoding::encode_path;
 use crate::routing::request::RequestInfo;
 use crate::routing::{ListenerPasses, Outcome, Router};
 use crate::runtime::Runtime;
@@ -164,16 +162,7 @@ impl Generation {
 
     /// Routes a request, serves it, and applies what the acting step says to the answer.
     async fn dispatch(&self, pass: &Pass, request: Request) -> (Response, Option<Completion>) {
-        let Request {
-            method,
-            target,
-            version,
-            headers,
-            remote,
-            local,
-            body,
-        } = request;
-        let mut info = RequestInfo::new(method, target, version, headers, remote, local);
+        let mut info = RequestInfo::new(request);
         let mut acted = None;
         let outcome = self.router.route(pass, &mut info, &mut acted);
         let mut response = match outcome {
@@ -183,21 +172,7 @@ impl Generation {
                     // Keep the request's fields only if something reads them afterwards.
                     let keep = self.access_log.is_some()
                         || acted.is_some_and(|a| a.response_headers_need_request());
-                    let headers = if keep {
-                        info.headers.clone()
-                    } else {
-                        std::mem::take(&mut info.headers)
-                    };
-                    let request = Request {
-                        method: info.method.clone(),
-                        target: app_target(&info),
-                        version,
-                        headers,
-                        remote,
-                        local,
-                        body,
-                    };
-                    app.serve(request).await
+                    app.serve(info.take_request(keep)).await
                 }
                 None => http::error_response(500),
             },
@@ -213,23 +188,6 @@ impl Generation {
             .map(|log| log.completion(info, &response));
         (response, completion)
     }
-}
-
-/// The request-target an app sees: the one sent, or after a `rewrite`, the new path
-/// (encoded again) with the original query.
-fn app_target(info: &RequestInfo) -> Bytes {
-    if !info.is_rewritten() {
-        return info.target.clone();
-    }
-    let path = encode_path(info.path());
-    let query = info.query();
-    let mut target = BytesMut::with_capacity(path.len() + 1 + query.len());
-    target.extend_from_slice(&path);
-    if !query.is_empty() {
-        target.extend_from_slice(b"?");
-        target.extend_from_slice(query);
-    }
-    target.freeze()
 }
 
 /// The data plane's HTTP settings from `settings.http`; unset members keep Unit's

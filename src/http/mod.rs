@@ -9,9 +9,11 @@
 
 mod body;
 mod deadline;
+pub mod host;
 pub mod pipe;
 mod response;
 mod server;
+pub mod target;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,23 +27,82 @@ use crate::counter::Counter;
 pub use body::{BodyError, RequestBody};
 pub(crate) use response::push_decimal;
 pub use server::{ConnectionInfo, Listener, is_safe_field_name, serve, serve_connection};
+pub use target::{Target, TargetError};
 
-/// A request as the client sent it.
+/// A request as the client sent it, with the facts every reader of it derives from the
+/// same bytes (its path, query and host) derived once, here.
 pub struct Request {
     /// The method token, as sent.
     pub method: Bytes,
-    /// The raw request-target (path and query, still percent-encoded).
-    pub target: Bytes,
+    /// The request-target: as sent, and its decoded path and query.
+    pub target: Target,
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub version: Version,
     /// Header fields in the client's order and case; repeated names stay separate.
     pub headers: Vec<(Bytes, Bytes)>,
+    /// The host name of the first `Host` field (`host::host_name`); empty without one.
+    pub host: Bytes,
     /// The peer; `None` on a Unix socket.
     pub remote: Option<SocketAddr>,
     /// The local address the connection arrived on; `None` on a Unix socket.
     pub local: Option<SocketAddr>,
     /// The body, streamed from the connection as the handler reads it.
     pub body: RequestBody,
+}
+
+impl Request {
+    /// A request from its parts; its host is derived from `headers` here.
+    pub fn new(
+        method: Bytes,
+        target: Target,
+        version: Version,
+        headers: Vec<(Bytes, Bytes)>,
+        remote: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        body: RequestBody,
+    ) -> Self {
+        let host = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
+            .map(|(_, value)| host::host_name(value))
+            .unwrap_or_default();
+        Self {
+            method,
+            target,
+            version,
+            headers,
+            host,
+            remote,
+            local,
+            body,
+        }
+    }
+
+    /// A `GET` of `target` with `headers` from 10.0.0.1:5555, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(target: &str, headers: &[(&str, &str)]) -> Self {
+        let target =
+            Target::parse(Bytes::copy_from_slice(target.as_bytes())).expect("a valid test target");
+        let headers = headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    Bytes::copy_from_slice(n.as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
+            .collect();
+        let remote = "10.0.0.1:5555".parse().ok();
+        Self::new(
+            Bytes::from_static(b"GET"),
+            target,
+            Version::Http11,
+            headers,
+            remote,
+            None,
+            RequestBody::empty(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use super::body::{BodyDecoder, Decoded, Piece};
 use super::deadline::Deadline;
 use super::response::{Exchange, Output, has_token, parse_decimal, write_response};
 use super::{
-    BodyError, ConnectionStats, Handler, Request, RequestBody, Sent, Settings, Version,
+    BodyError, ConnectionStats, Handler, Request, RequestBody, Sent, Settings, Target, Version,
     error_response,
 };
 
@@ -486,15 +486,22 @@ where
             headers.retain(|(name, _)| is_safe_field_name(name));
         }
         let logged_target = target.clone();
-        let request = Request {
+        let target = match Target::parse(target) {
+            Ok(target) => target,
+            Err(e) => {
+                tracing::debug!("bad request: {e}");
+                return self.reject(400, Some((version, head_request))).await;
+            }
+        };
+        let request = Request::new(
             method,
             target,
             version,
             headers,
-            remote: self.info.remote,
-            local: self.info.local,
+            self.info.remote,
+            self.info.local,
             body,
-        };
+        );
         let Self {
             reader,
             rbuf,
@@ -957,7 +964,7 @@ mod tests {
 
     impl Handler for Echo {
         async fn handle(&self, request: Request) -> Response {
-            match &request.target[..] {
+            match &request.target.raw()[..] {
                 b"/panic" => panic!("the test handler panics"),
                 b"/ignore" => text("ignored"),
                 b"/stream" => stream(None, &["one ", "two ", "three"]),
@@ -1042,7 +1049,7 @@ mod tests {
         let mut out = format!(
             "{} {} {}\n",
             String::from_utf8_lossy(&request.method),
-            String::from_utf8_lossy(&request.target),
+            String::from_utf8_lossy(request.target.raw()),
             request.version.as_str()
         );
         for (name, value) in &request.headers {

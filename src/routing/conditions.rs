@@ -238,27 +238,16 @@ fn address_rule(value: &Value, at: &str) -> Result<AddressRule, CompileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::Version;
+    use crate::http::Request;
     use bytes::Bytes;
     use serde_json::json;
 
     fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestInfo {
-        RequestInfo::new(
-            Bytes::copy_from_slice(method.as_bytes()),
-            Bytes::copy_from_slice(target.as_bytes()),
-            Version::Http11,
-            headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        Bytes::copy_from_slice(n.as_bytes()),
-                        Bytes::copy_from_slice(v.as_bytes()),
-                    )
-                })
-                .collect(),
-            Some("127.0.0.1:40000".parse().expect("address")),
-            Some("127.0.0.1:8080".parse().expect("address")),
-        )
+        let mut request = Request::for_test(target, headers);
+        request.method = Bytes::copy_from_slice(method.as_bytes());
+        request.remote = Some("127.0.0.1:40000".parse().expect("address"));
+        request.local = Some("127.0.0.1:8080".parse().expect("address"));
+        RequestInfo::new(request)
     }
 
     fn holds(conditions: Value, r: &RequestInfo) -> bool {

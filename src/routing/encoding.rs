@@ -1,18 +1,10 @@
-//! Percent-encoding as Unit applies it to URIs: strict decoding of config patterns,
-//! lenient decoding of what clients send, path normalisation, and the "complex URI"
-//! encoding Unit gives `Location` values and rewritten paths.
+//! Percent-encoding as Unit applies it to URIs: strict decoding of config patterns, and
+//! the "complex URI" encoding Unit gives `Location` values and rewritten paths. (What
+//! clients send is decoded once, in `http::target`.)
 
 use std::borrow::Cow;
 
-/// The value of a hex digit.
-pub fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
+use crate::http::target::hex;
 
 /// Decodes `%XX` (and `+` as a space when `plus`); `None` on a malformed escape, as
 /// Unit refuses such a pattern.
@@ -38,75 +30,6 @@ pub fn decode_strict(text: &[u8], plus: bool) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// The path part of a request-target, percent-decoded and normalised the way Unit
-/// matches `uri` and reports `$uri`: `//` merged, `.` and `..` segments resolved (never
-/// above the root). Borrowed when the raw path needs none of that.
-pub fn normalize_path(raw: &[u8]) -> Cow<'_, [u8]> {
-    if !needs_normalising(raw) {
-        return Cow::Borrowed(raw);
-    }
-    let mut decoded = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%'
-            && let (Some(d0), Some(d1)) = (
-                raw.get(i + 1).copied().and_then(hex),
-                raw.get(i + 2).copied().and_then(hex),
-            )
-        {
-            decoded.push(d0 << 4 | d1);
-            i += 3;
-            continue;
-        }
-        decoded.push(raw[i]);
-        i += 1;
-    }
-    Cow::Owned(resolve_segments(&decoded))
-}
-
-/// Resolves `.`, `..` and empty segments of a decoded path.
-fn resolve_segments(decoded: &[u8]) -> Vec<u8> {
-    let mut segments: Vec<&[u8]> = Vec::new();
-    for segment in decoded.split(|&b| b == b'/') {
-        match segment {
-            b"" | b"." => {}
-            b".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut path = Vec::with_capacity(decoded.len());
-    for segment in &segments {
-        path.push(b'/');
-        path.extend_from_slice(segment);
-    }
-    let ends_in_dir = decoded.ends_with(b"/")
-        || decoded.ends_with(b"/.")
-        || decoded.ends_with(b"/..")
-        || decoded == b"."
-        || decoded == b"..";
-    if path.is_empty() || (ends_in_dir && !path.ends_with(b"/")) {
-        path.push(b'/');
-    }
-    if !decoded.starts_with(b"/") && !decoded.is_empty() && path.first() == Some(&b'/') {
-        // A rewrite may produce a relative path; keep it relative as Unit does.
-        path.remove(0);
-    }
-    path
-}
-
-fn needs_normalising(path: &[u8]) -> bool {
-    path.contains(&b'%')
-        || path.windows(2).any(|w| w == b"//")
-        || path.windows(3).any(|w| w == b"/./")
-        || path.windows(4).any(|w| w == b"/../")
-        || path.ends_with(b"/.")
-        || path.ends_with(b"/..")
-        || path == b"."
-        || path == b".."
 }
 
 /// Whether Unit escapes `b` in a URI (its `nxt_uri_escape` table): controls, space,
@@ -215,19 +138,6 @@ mod tests {
         );
         assert_eq!(decode_strict(b"%2", false), None);
         assert_eq!(decode_strict(b"%zz", false), None);
-    }
-
-    #[test]
-    fn paths_are_decoded_and_resolved() {
-        assert!(matches!(normalize_path(b"/a/b"), Cow::Borrowed(_)));
-        assert_eq!(&*normalize_path(b"/a%20b"), b"/a b");
-        assert_eq!(&*normalize_path(b"//a//b/"), b"/a/b/");
-        assert_eq!(&*normalize_path(b"/a/./b/../c"), b"/a/c");
-        assert_eq!(&*normalize_path(b"/../../x"), b"/x");
-        assert_eq!(&*normalize_path(b"/a/.."), b"/");
-        assert_eq!(&*normalize_path(b"/a/b/.."), b"/a/");
-        assert_eq!(&*normalize_path(b"/%2e%2e/x"), b"/x");
-        assert_eq!(&*normalize_path(b"/a%2Fb"), b"/a/b");
     }
 
     #[test]

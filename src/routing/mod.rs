@@ -264,7 +264,14 @@ impl Router {
             *acted = Some(action);
             if let Some(rewrite) = &action.rewrite {
                 let uri = rewrite.render(&*request);
-                request.rewrite(&uri);
+                if let Err(e) = request.rewrite(&uri) {
+                    // Unit ends such a request with 500.
+                    tracing::info!(
+                        "rewrite to \"{}\" failed: {e}; answering 500",
+                        String::from_utf8_lossy(&uri)
+                    );
+                    return Outcome::Respond(http::error_response(500));
+                }
                 if self.log_route {
                     tracing::info!(
                         "URI rewritten to \"{}\"",
@@ -304,21 +311,10 @@ fn answer(status: u16, action: &Action, request: &RequestInfo) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::Version;
     use serde_json::json;
 
     fn request(target: &str) -> RequestInfo {
-        RequestInfo::new(
-            Bytes::from_static(b"GET"),
-            Bytes::copy_from_slice(target.as_bytes()),
-            Version::Http11,
-            vec![(
-                Bytes::from_static(b"Host"),
-                Bytes::from_static(b"example.com"),
-            )],
-            None,
-            None,
-        )
+        RequestInfo::new(http::Request::for_test(target, &[("Host", "example.com")]))
     }
 
     /// The status and `Location` a request gets, or the application index as status.

@@ -5,17 +5,19 @@
 use std::cell::OnceCell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::ops::Range;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 
-use super::encoding::{hex, normalize_path};
+use super::encoding::encode_path;
 use super::variables::{Values, Var};
-use crate::http::Version;
+use crate::http::host::push_ip;
+use crate::http::target::{TargetError, decode_path, hex};
+use crate::http::{Request, RequestBody, Target};
 
 /// Query arguments, decoded once: the whole decoded query (Unit's `args_decoded`, what
 /// `query` matches) and each argument as ranges into it.
@@ -34,123 +36,92 @@ struct Cookie {
 }
 
 pub struct RequestInfo {
-    pub method: Bytes,
-    /// The request-target as sent.
-    pub target: Bytes,
-    pub version: Version,
-    pub headers: Vec<(Bytes, Bytes)>,
-    pub remote: Option<SocketAddr>,
-    pub local: Option<SocketAddr>,
+    request: Request,
     pub started: Instant,
-    /// The decoded path set by a `rewrite`.
-    rewritten: Option<Vec<u8>>,
-    /// The decoded path when it differs from the raw one.
-    path: OnceCell<Option<Vec<u8>>>,
-    /// The host when it differs from the `Host` value (port or final dot stripped,
-    /// lower-cased), and the index of the `Host` field.
-    host: OnceCell<(Option<usize>, Option<Vec<u8>>)>,
+    /// The target after a `rewrite`.
+    rewritten: Option<Target>,
     arguments: OnceCell<Arguments>,
     cookies: OnceCell<Vec<Cookie>>,
 }
 
+/// Routing reads the request's own fields and facts (`method`, `target`, `host`, ...)
+/// straight from it.
+impl Deref for RequestInfo {
+    type Target = Request;
+
+    fn deref(&self) -> &Request {
+        &self.request
+    }
+}
+
 impl RequestInfo {
-    pub fn new(
-        method: Bytes,
-        target: Bytes,
-        version: Version,
-        headers: Vec<(Bytes, Bytes)>,
-        remote: Option<SocketAddr>,
-        local: Option<SocketAddr>,
-    ) -> RequestInfo {
+    pub fn new(request: Request) -> RequestInfo {
         RequestInfo {
-            method,
-            target,
-            version,
-            headers,
-            remote,
-            local,
+            request,
             started: Instant::now(),
             rewritten: None,
-            path: OnceCell::new(),
-            host: OnceCell::new(),
             arguments: OnceCell::new(),
             cookies: OnceCell::new(),
         }
     }
 
-    fn raw_path(&self) -> &[u8] {
-        let target = &self.target[..];
-        match target.iter().position(|&b| b == b'?') {
-            Some(at) => &target[..at],
-            None => target,
-        }
-    }
-
-    /// The decoded, normalised path (`$uri`, what `uri` matches).
+    /// The decoded, normalised path (`$uri`, what `uri` matches), after any `rewrite`.
     pub fn path(&self) -> &[u8] {
-        if let Some(path) = &self.rewritten {
-            return path;
-        }
-        let decoded = self
-            .path
-            .get_or_init(|| match normalize_path(self.raw_path()) {
-                std::borrow::Cow::Borrowed(_) => None,
-                std::borrow::Cow::Owned(path) => Some(path),
-            });
-        match decoded {
-            Some(path) => path,
-            None => self.raw_path(),
-        }
+        self.rewritten
+            .as_ref()
+            .unwrap_or(&self.request.target)
+            .path()
     }
 
-    /// Replaces the path (a `rewrite`); the value is decoded and normalised like a
-    /// request-target's path, and any query in it is ignored, as in Unit.
-    pub fn rewrite(&mut self, uri: &[u8]) {
-        let path = match uri.iter().position(|&b| b == b'?') {
-            Some(at) => &uri[..at],
-            None => uri,
-        };
-        self.rewritten = Some(normalize_path(path).into_owned());
-    }
-
-    pub fn is_rewritten(&self) -> bool {
-        self.rewritten.is_some()
+    /// Replaces the path (a `rewrite`) as Unit does: the value's path is decoded and
+    /// normalised like a request-target's, any query in it ignored, and the request keeps
+    /// its query.
+    pub fn rewrite(&mut self, uri: &[u8]) -> Result<(), TargetError> {
+        let path = decode_path(uri)?;
+        let encoded = encode_path(&path);
+        let query = self.query();
+        let mut raw = BytesMut::with_capacity(encoded.len() + 1 + query.len());
+        raw.extend_from_slice(&encoded);
+        if !query.is_empty() {
+            raw.extend_from_slice(b"?");
+            raw.extend_from_slice(query);
+        }
+        self.rewritten = Some(Target::parse(raw.freeze())?);
+        Ok(())
     }
 
     /// The raw query (after the first `?`); empty without one.
     pub fn query(&self) -> &[u8] {
-        let target = &self.target[..];
-        match target.iter().position(|&b| b == b'?') {
-            Some(at) => &target[at + 1..],
-            None => b"",
-        }
-    }
-
-    fn host_parts(&self) -> &(Option<usize>, Option<Vec<u8>>) {
-        self.host.get_or_init(|| {
-            let Some(field) = self
-                .headers
-                .iter()
-                .position(|(name, _)| name.eq_ignore_ascii_case(b"host"))
-            else {
-                return (None, None);
-            };
-            let value = &self.headers[field].1[..];
-            let host = host_name(value);
-            if host.len() == value.len() && !host.iter().any(u8::is_ascii_uppercase) {
-                (Some(field), None)
-            } else {
-                (Some(field), Some(host.to_ascii_lowercase()))
-            }
-        })
+        self.request.target.query()
     }
 
     /// The `Host` without its port or final dot, lower-cased; empty without one.
     pub fn host(&self) -> &[u8] {
-        match self.host_parts() {
-            (_, Some(owned)) => owned,
-            (Some(field), None) => &self.headers[*field].1,
-            (None, None) => b"",
+        &self.request.host
+    }
+
+    /// The request to hand to an application: its target the rewritten one, if any, and
+    /// its body moved out of this one. Header fields are copied only if `keep_headers`
+    /// (something reads them after the app has the request), else moved.
+    pub fn take_request(&mut self, keep_headers: bool) -> Request {
+        let request = &mut self.request;
+        let headers = if keep_headers {
+            request.headers.clone()
+        } else {
+            std::mem::take(&mut request.headers)
+        };
+        Request {
+            method: request.method.clone(),
+            target: self
+                .rewritten
+                .clone()
+                .unwrap_or_else(|| request.target.clone()),
+            version: request.version,
+            headers,
+            host: request.host.clone(),
+            remote: request.remote,
+            local: request.local,
+            body: std::mem::replace(&mut request.body, RequestBody::empty()),
         }
     }
 
@@ -205,7 +176,7 @@ impl RequestInfo {
     fn write_request_line(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.method);
         out.push(b' ');
-        out.extend_from_slice(&self.target);
+        out.extend_from_slice(self.target.raw());
         out.push(b' ');
         out.extend_from_slice(self.version.as_str().as_bytes());
     }
@@ -222,7 +193,7 @@ impl RequestInfo {
                 true
             }
             Var::RequestUri => {
-                out.extend_from_slice(&self.target);
+                out.extend_from_slice(self.target.raw());
                 true
             }
             Var::Uri => {
@@ -234,10 +205,7 @@ impl RequestInfo {
                 true
             }
             Var::RemoteAddr => {
-                match self.remote {
-                    Some(addr) => push_display(out, addr.ip()),
-                    None => out.extend_from_slice(b"unix:"),
-                }
+                push_ip(out, self.remote);
                 true
             }
             Var::TimeLocal => {
@@ -314,21 +282,6 @@ impl Values for RequestInfo {
 fn push_display(out: &mut Vec<u8>, value: impl std::fmt::Display) {
     use std::io::Write as _;
     let _ = write!(out, "{value}");
-}
-
-/// Unit's `nxt_http_validate_host`, minus the refusals: the port and a final dot
-/// dropped.
-fn host_name(value: &[u8]) -> &[u8] {
-    let mut end = value.len();
-    if value.first() == Some(&b'[') {
-        if let Some(close) = value.iter().position(|&b| b == b']') {
-            end = close + 1;
-        }
-    } else if let Some(colon) = value.iter().position(|&b| b == b':') {
-        end = colon;
-    }
-    let host = &value[..end];
-    host.strip_suffix(b".").unwrap_or(host)
 }
 
 /// Unit's `nxt_http_arguments_parse`: split on `&` and the first `=` of each piece (as
@@ -452,22 +405,7 @@ mod tests {
     use super::*;
 
     fn info(target: &str, headers: &[(&str, &str)]) -> RequestInfo {
-        RequestInfo::new(
-            Bytes::from_static(b"GET"),
-            Bytes::copy_from_slice(target.as_bytes()),
-            Version::Http11,
-            headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        Bytes::copy_from_slice(n.as_bytes()),
-                        Bytes::copy_from_slice(v.as_bytes()),
-                    )
-                })
-                .collect(),
-            Some("10.0.0.1:5555".parse().expect("address")),
-            None,
-        )
+        RequestInfo::new(Request::for_test(target, headers))
     }
 
     fn strings<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
@@ -484,8 +422,24 @@ mod tests {
         let mut r = info("/plain", &[]);
         assert_eq!(r.path(), b"/plain");
         assert_eq!(r.query(), b"");
-        r.rewrite(b"/new%2Fx?ignored");
+        r.rewrite(b"/new%2Fx?ignored").expect("rewrites");
         assert_eq!(r.path(), b"/new/x");
+        assert_eq!(r.query(), b"");
+    }
+
+    #[test]
+    fn rewrites_keep_the_query_and_reencode_the_path() {
+        let mut r = info("/old?q=1", &[]);
+        r.rewrite(b"/new%2Fx y?ignored").expect("rewrites");
+        assert_eq!((r.path(), r.query()), (&b"/new/x y"[..], &b"q=1"[..]));
+        let app = r.take_request(false);
+        assert_eq!(&app.target.raw()[..], b"/new/x%20y?q=1");
+        assert_eq!(
+            &r.target.raw()[..],
+            b"/old?q=1",
+            "variables keep the target as sent"
+        );
+        assert_eq!(r.rewrite(b"/../x"), Err(TargetError::AboveRoot));
     }
 
     #[test]

@@ -1,11 +1,8 @@
 //! A running `wasm` application: its compiled module, its instance pool, and how one HTTP
 //! request becomes one exchange with a guest instance.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +18,7 @@ use super::pool::{CheckoutError, InstancePool, PoolCounts, PoolSize};
 use super::slow_lane::SlowLane;
 use super::unit_abi::{UnitAppSpec, UnitInstance, UnitModule};
 use super::{LoadedModule, Runtime};
+use crate::http::host::push_ip;
 use crate::http::pipe::ResponseHead;
 use crate::http::push_decimal;
 use crate::http::{self, BodyError, Request, Response, ResponseBody};
@@ -187,11 +185,17 @@ async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()
         target,
         version,
         headers,
+        host,
         remote,
         local,
         mut body,
     } = request;
-    let (path, query) = split_target(&target);
+    // Unit's quirk: a plain target's path keeps its `?query`.
+    let path = if target.is_plain() {
+        target.raw()
+    } else {
+        target.path()
+    };
     // The three address texts share one buffer: one allocation, no `fmt` machinery.
     let mut addresses = Vec::with_capacity(64);
     let remote = push_ip(&mut addresses, remote);
@@ -201,7 +205,7 @@ async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()
         push_decimal(&mut addresses, u64::from(local.port()));
     }
     let local_port = port_start..addresses.len();
-    let server_name = server_name(&headers);
+    let server_name: &[u8] = if host.is_empty() { b"localhost" } else { &host };
     // The ABI announces the whole length up front, so a chunked body is gathered first
     // (bounded by the listener's max_body_size).
     let mut source = match body.content_length() {
@@ -211,52 +215,18 @@ async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()
     let head = RequestHead {
         method: &method,
         version: version.as_str().as_bytes(),
-        path: &path,
-        query,
+        path,
+        query: target.query(),
         remote: &addresses[remote],
         local_addr: &addresses[local_addr],
         local_port: &addresses[local_port],
-        server_name: &server_name,
+        server_name,
         headers: &headers,
         content_len: source.len(),
         tls: false,
     };
     instance.serve(&head, &mut source).await?;
     Ok(())
-}
-
-/// Appends an address's IP as Unit writes it (`unix:` for a Unix socket) and returns
-/// where it lies in `buf`.
-fn push_ip(buf: &mut Vec<u8>, address: Option<SocketAddr>) -> Range<usize> {
-    let start = buf.len();
-    match address.map(|a| a.ip()) {
-        None => buf.extend_from_slice(b"unix:"),
-        Some(IpAddr::V4(ip)) => {
-            // Written into a fixed array and appended at once: pushing byte by byte
-            // checks the vector's capacity at every byte.
-            let mut text = [0u8; 15];
-            let mut len = 0;
-            let mut put = |byte: u8| {
-                text[len] = byte;
-                len += 1;
-            };
-            for (i, octet) in ip.octets().into_iter().enumerate() {
-                if i > 0 {
-                    put(b'.');
-                }
-                if octet >= 100 {
-                    put(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    put(b'0' + octet / 10 % 10);
-                }
-                put(b'0' + octet % 10);
-            }
-            buf.extend_from_slice(&text[..len]);
-        }
-        Some(ip @ IpAddr::V6(_)) => buf.extend_from_slice(ip.to_string().as_bytes()),
-    }
-    start..buf.len()
 }
 
 /// A request body as the guest consumes it.
@@ -289,78 +259,6 @@ impl BodySource<'_> {
             Self::Buffered { pieces, .. } => Ok(pieces.pop_front()),
         }
     }
-}
-
-/// Unit's `path` and `query`: a plain target keeps its `?query` in the path; one that
-/// needs normalising gives the decoded, normalised path alone.
-pub fn split_target(target: &[u8]) -> (Cow<'_, [u8]>, &[u8]) {
-    let (raw_path, query) = match target.iter().position(|&b| b == b'?') {
-        Some(i) => (&target[..i], &target[i + 1..]),
-        None => (target, &target[target.len()..]),
-    };
-    if !needs_normalising(raw_path) {
-        return (Cow::Borrowed(target), query);
-    }
-    let decoded = percent_encoding::percent_decode(raw_path).collect::<Vec<u8>>();
-    let mut segments: Vec<&[u8]> = Vec::new();
-    for segment in decoded.split(|&b| b == b'/') {
-        match segment {
-            b"" | b"." => {}
-            b".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut path = Vec::with_capacity(decoded.len());
-    for segment in &segments {
-        path.push(b'/');
-        path.extend_from_slice(segment);
-    }
-    if path.is_empty() || decoded.ends_with(b"/") {
-        path.push(b'/');
-    }
-    (Cow::Owned(path), query)
-}
-
-fn needs_normalising(path: &[u8]) -> bool {
-    path.contains(&b'%')
-        || path.windows(2).any(|w| w == b"//")
-        || path.windows(3).any(|w| w == b"/./")
-        || path.windows(4).any(|w| w == b"/../")
-        || path.ends_with(b"/.")
-        || path.ends_with(b"/..")
-}
-
-/// The Host header without its port, lowercased; `localhost` without one. Borrowed
-/// from the header when it is already that (the usual case).
-fn server_name(headers: &[(Bytes, Bytes)]) -> Cow<'_, [u8]> {
-    let host = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
-        .map(|(_, value)| &value[..])
-        .filter(|h| !h.is_empty());
-    let Some(host) = host else {
-        return Cow::Borrowed(b"localhost");
-    };
-    // (`:` and `]` are ASCII, so splitting the bytes splits the text the same way.)
-    let end = if host.starts_with(b"[") {
-        host.iter()
-            .position(|&b| b == b']')
-            .map_or(host.len(), |i| i + 1)
-    } else {
-        host.iter().position(|&b| b == b':').unwrap_or(host.len())
-    };
-    let name = &host[..end];
-    // (A non-ASCII name takes the general path, which leaves valid UTF-8 as it is.)
-    if name.is_ascii() && !name.iter().any(u8::is_ascii_uppercase) {
-        return Cow::Borrowed(name);
-    }
-    Cow::Owned(
-        String::from_utf8_lossy(name)
-            .to_ascii_lowercase()
-            .into_bytes(),
-    )
 }
 
 /// Unit's `processes`: an integer is that many instances, all started; an object is up
@@ -397,28 +295,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_targets_keep_their_query_in_the_path() {
-        assert_eq!(
-            split_target(b"/echo?x=1"),
-            (b"/echo?x=1"[..].into(), &b"x=1"[..])
-        );
-        assert_eq!(split_target(b"/"), (b"/"[..].into(), &b""[..]));
-    }
-
-    #[test]
-    fn targets_that_need_normalising_are_decoded() {
-        assert_eq!(
-            split_target(b"/x%20y/z?a=1"),
-            (b"/x y/z"[..].into(), &b"a=1"[..])
-        );
-        assert_eq!(
-            split_target(b"/a//b/./c/../d"),
-            (b"/a/b/d"[..].into(), &b""[..])
-        );
-        assert_eq!(split_target(b"/a/.."), (b"/"[..].into(), &b""[..]));
-    }
-
-    #[test]
     fn processes_reads_like_unit() {
         let size = |p: Value| pool_size(&serde_json::json!({"processes": p}));
         assert_eq!(
@@ -439,35 +315,5 @@ mod tests {
             }
         );
         assert_eq!(size(serde_json::json!({})).max, 1);
-    }
-
-    #[test]
-    fn addresses_read_like_their_display() {
-        for text in [
-            "127.0.0.1:8080",
-            "10.0.255.9:0",
-            "[::1]:443",
-            "[fe80::1:2]:65535",
-        ] {
-            let address: SocketAddr = text.parse().expect("a test address");
-            let mut buf = Vec::new();
-            let ip = push_ip(&mut buf, Some(address));
-            assert_eq!(buf[ip].to_vec(), address.ip().to_string().into_bytes());
-            let mut port = Vec::new();
-            push_decimal(&mut port, u64::from(address.port()));
-            assert_eq!(port, address.port().to_string().into_bytes());
-        }
-        let mut buf = Vec::new();
-        let unix = push_ip(&mut buf, None);
-        assert_eq!(&buf[unix], b"unix:");
-    }
-
-    #[test]
-    fn server_name_is_the_host_without_port() {
-        let host = |v: &'static [u8]| vec![(Bytes::from_static(b"Host"), Bytes::from_static(v))];
-        assert_eq!(&*server_name(&host(b"Example.COM:8080")), b"example.com");
-        assert_eq!(&*server_name(&host(b"example.com")), b"example.com");
-        assert_eq!(&*server_name(&host(b"[::1]:80")), b"[::1]");
-        assert_eq!(&*server_name(&[]), b"localhost");
     }
 }

@@ -40,7 +40,7 @@ pub fn incoming(
     let method = http::Method::from_bytes(&method)
         .map_err(|_| BadRequest("the method is not a valid token".to_owned()))?;
     let authority = authority(&headers, local);
-    let path_and_query = path_and_query(&target)?;
+    let path_and_query = path_and_query(target.raw())?;
     let uri = http::Uri::builder()
         .scheme(http::uri::Scheme::HTTP)
         .authority(authority.as_str())
