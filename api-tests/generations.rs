@@ -553,3 +553,53 @@ fn restore_honours_if_match() {
     assert_eq!(g_now, g + 2);
     assert_eq!(tree["applications"]["echo"]["processes"], json!(3));
 }
+
+#[test]
+fn a_change_that_changes_nothing_answers_success_and_commits_nothing() {
+    let server = Server::start();
+    server.load(&echo_config(server.dir()));
+    let unchanged = |what: &str, resp: Response, before: &(Value, u64), entries: &[Value]| {
+        assert_done(&resp);
+        assert_eq!(
+            resp.etag(),
+            before.1,
+            "{what}: the ETag is the current generation"
+        );
+        server.assert_unchanged(before, what);
+        assert_eq!(history(&server), entries, "{what}: no history entry");
+    };
+    let before = server.snapshot();
+    let entries = history(&server);
+    let app = server.get("/config/applications/echo").json();
+    unchanged(
+        "a PUT of the value already there",
+        server.put_json("/config/applications/echo", &app),
+        &before,
+        &entries,
+    );
+    unchanged(
+        "a PUT of the whole tree as it is",
+        server.put_json("/config", &before.0),
+        &before,
+        &entries,
+    );
+
+    // Member order is part of the tree: the same members in another order are a change.
+    let mut reordered = serde_json::Map::new();
+    for (key, value) in before.0.as_object().unwrap().iter().rev() {
+        reordered.insert(key.clone(), value.clone());
+    }
+    assert_done(&server.put_json("/config", &Value::Object(reordered)));
+    assert_eq!(server.generation(), before.1 + 1);
+
+    assert_done(&server.delete("/config"));
+    let before = server.snapshot();
+    assert_eq!(before.0, json!({}));
+    let entries = history(&server);
+    unchanged(
+        "a DELETE of the empty config",
+        server.delete("/config"),
+        &before,
+        &entries,
+    );
+}

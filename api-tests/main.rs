@@ -27,6 +27,7 @@ mod limits;
 mod listeners;
 mod methods;
 mod persistence;
+mod processes;
 mod routing;
 mod serving;
 mod status;

@@ -25,7 +25,7 @@ cat >"$work/config.json" <<JSON
   "applications": {"hello": {
     "type": "wasm", "module": "$repo/target/wasm/hello.wasm",
     "request_handler": "luw_request_handler", "malloc_handler": "luw_malloc_handler",
-    "free_handler": "luw_free_handler"}}
+    "free_handler": "luw_free_handler", "processes": $(nproc)}}
 }
 JSON
 target/release/wharf --statedir "$work/state" --config "$work/config.json" 2>"$work/wharf.log" &

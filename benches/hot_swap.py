@@ -139,7 +139,8 @@ def main():
             f.write(distinct_module(hello, i))
         apps[f"app{i}"] = {
             "type": "wasm", "module": path, "request_handler": "luw_request_handler",
-            "malloc_handler": "luw_malloc_handler", "free_handler": "luw_free_handler"}
+            "malloc_handler": "luw_malloc_handler", "free_handler": "luw_free_handler",
+            "processes": os.cpu_count()}
     direct, routed = free_port(), free_port()
     tree = {
         "listeners": {f"127.0.0.1:{direct}": {"pass": "applications/app0"},

@@ -25,7 +25,7 @@ many=$(free_port)
 # 99 steps that do not match /hello, each testing what real configs test (an exact or
 # prefix URI, a method, a header, a query argument, a regex), then the one that does.
 python3 - "$repo" "$direct" "$one" "$many" >"$work/config.json" <<'PY'
-import json, sys
+import json, os, sys
 repo, direct, one, many = sys.argv[1:]
 kinds = [
     lambda i: {"uri": f"/api/v{i}/*"},
@@ -49,7 +49,7 @@ print(json.dumps({
     "applications": {"hello": {
         "type": "wasm", "module": f"{repo}/target/wasm/hello.wasm",
         "request_handler": "luw_request_handler", "malloc_handler": "luw_malloc_handler",
-        "free_handler": "luw_free_handler"}},
+        "free_handler": "luw_free_handler", "processes": os.cpu_count()}},
 }))
 PY
 target/release/wharf --statedir "$work/state" --config "$work/config.json" 2>"$work/wharf.log" &

@@ -195,7 +195,7 @@ impl Spec {
     }
 
     /// Opens the file, or keeps `previous` when it is the same path.
-    pub fn open(self, previous: Option<&AccessLog>) -> std::io::Result<AccessLog> {
+    pub fn open(&self, previous: Option<&AccessLog>) -> std::io::Result<AccessLog> {
         let file = match previous.map(|log| &log.file) {
             Some(file) if file.path() == self.path => Arc::clone(file),
             _ => LogFile::open(&self.path)?,
@@ -207,8 +207,8 @@ impl Spec {
             .any(|v| matches!(v, Var::ResponseHeader(_)));
         Ok(AccessLog {
             file,
-            format: self.format,
-            condition: self.condition,
+            format: self.format.clone(),
+            condition: self.condition.clone(),
             reads_response_headers,
         })
     }

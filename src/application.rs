@@ -15,7 +15,7 @@ use serde_json::Value;
 use wasmtime::Module;
 use wasmtime::component::Component;
 
-use crate::generation::ApplyError;
+use crate::error::ApplyError;
 use crate::http::{Request, Response};
 use crate::runtime::app::WasmApp;
 use crate::runtime::component::ComponentApp;

@@ -1,24 +1,27 @@
 //! The committed state and the one path by which it changes.
 //!
-//! Readers take the current `Committed` snapshot with one atomic load and never wait.
+//! Readers take the current `Published` snapshot with one atomic load and never wait.
 //! Changes queue on a fair lock, so they run one at a time in arrival order, and each goes
-//! edit a copy → validate → build the generation → commit to the store → publish. A change
-//! that fails at any step leaves the published snapshot and the store untouched.
+//! edit a copy → validate and compile (`Plan`) → build the generation → commit to the
+//! store → publish. A change that fails at any step leaves the published snapshot and the
+//! store untouched; a change that leaves the tree as it was commits nothing.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
-use thiserror::Error;
 use tokio::sync::Mutex;
 
 use crate::application::Application;
 use crate::config::dialect;
-use crate::config::edit::EditError;
-use crate::config::validate::{ConfigValidator, InvalidConfig};
-use crate::generation::{ApplyError, Generation, http_settings};
+use crate::config::edit::identical;
+use crate::config::model::Plan;
+use crate::config::validate::ConfigValidator;
+use crate::dispatch::{ListenerHandler, Published};
+use crate::error::{ChangeError, RestartError};
+use crate::generation::Generation;
 use crate::http::Settings;
-use crate::listeners::Listeners;
+use crate::listeners::{Listeners, Prepared};
 use crate::runtime::Runtime;
 use crate::store::{HistoryEntry, Store, StoredGeneration};
 
@@ -27,12 +30,13 @@ pub fn default_tree() -> Value {
     json!({"listeners": {}, "routes": [], "applications": {}})
 }
 
-/// One committed config and the generation built from it.
-pub struct Committed {
-    /// 0 for the built-in default that was never committed.
-    pub generation: u64,
-    pub tree: Value,
-    pub live: Generation,
+/// What a change that leaves the tree as it was does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IfUnchanged {
+    /// Commit nothing; the generation number stays.
+    Skip,
+    /// Commit it as a new generation all the same.
+    Commit,
 }
 
 /// What a change records in the history.
@@ -49,40 +53,18 @@ pub enum Precondition {
     OneOf(Vec<u64>),
 }
 
-#[derive(Debug, Error)]
-pub enum ChangeError {
-    #[error("{0}")]
-    Edit(EditError),
-    #[error("{0}")]
-    Invalid(#[from] InvalidConfig),
-    #[error("the config is at generation {current}, not the one the change was made against")]
-    PreconditionFailed { current: u64 },
-    #[error("{0}")]
-    Apply(#[from] ApplyError),
-    #[error("failed to store the new configuration: {0:#}")]
-    Store(anyhow::Error),
-}
-
-#[derive(Debug, Error)]
-pub enum RestartError {
-    #[error("application \"{0}\" does not exist")]
-    UnknownApplication(String),
-    #[error("{0}")]
-    Failed(#[from] ApplyError),
-}
-
 /// The committed config of one running application.
-fn application_config<'a>(current: &'a Committed, name: &str) -> Result<&'a Value, RestartError> {
+fn application_config<'a>(current: &'a Published, name: &str) -> Result<&'a Value, RestartError> {
     current
         .tree
         .get("applications")
         .and_then(|apps| apps.get(name))
-        .filter(|_| current.live.has_application(name))
+        .filter(|_| current.running.has_application(name))
         .ok_or_else(|| RestartError::UnknownApplication(name.to_owned()))
 }
 
 pub struct Controller {
-    current: Arc<ArcSwap<Committed>>,
+    current: Arc<ArcSwap<Published>>,
     changes: Mutex<()>,
     store: Store,
     validator: ConfigValidator,
@@ -102,10 +84,10 @@ impl Controller {
         listeners: Listeners,
     ) -> anyhow::Result<Self> {
         let controller = Self {
-            current: Arc::new(ArcSwap::from_pointee(Committed {
-                generation: 0,
+            current: Arc::new(ArcSwap::from_pointee(Published {
+                number: 0,
                 tree: default_tree(),
-                live: Generation::empty(),
+                running: Generation::empty(),
             })),
             changes: Mutex::new(()),
             store,
@@ -132,14 +114,14 @@ impl Controller {
             controller
                 .store
                 .commit(generation + 1, "RECOVERY", "/config", &tree)?;
-            controller.current.store(Arc::new(Committed {
-                generation: generation + 1,
+            controller.current.store(Arc::new(Published {
+                number: generation + 1,
                 tree,
-                live: Generation::empty(),
+                running: Generation::empty(),
             }));
         }
         tracing::info!(
-            generation = controller.current().generation,
+            generation = controller.current().number,
             "configuration loaded"
         );
         Ok(controller)
@@ -149,26 +131,35 @@ impl Controller {
     /// reason it failed.
     async fn load(&self, stored: &StoredGeneration) -> Result<(), String> {
         let tree = dialect::parse(&stored.tree).map_err(|e| format!("invalid JSON: {e}"))?;
-        self.validator
+        let plan = self
+            .validator
             .validate(&tree)
             .map_err(|e| format!("invalid configuration: {e}"))?;
-        let live = Generation::build(&tree, &self.runtime, None)
+        let running = Generation::build(&plan, &self.runtime, None)
             .await
             .map_err(|e| format!("failed to apply: {e}"))?;
         let listeners = self
             .listeners
-            .prepare(&tree)
+            .prepare(&plan.listeners)
             .map_err(|e| format!("failed to apply: {e}"))?;
-        self.settings.store(Arc::new(http_settings(&tree)));
-        self.current.store(Arc::new(Committed {
-            generation: stored.entry.generation,
+        let published = Published {
+            number: stored.entry.generation,
             tree,
-            live,
-        }));
-        self.listeners
-            .activate(listeners, &self.current, &self.settings)
-            .await;
+            running,
+        };
+        self.publish(published, plan, listeners).await;
         Ok(())
+    }
+
+    /// Makes `published` what requests are served by, with its HTTP settings and
+    /// listeners.
+    async fn publish(&self, published: Published, plan: Plan, listeners: Prepared) {
+        self.settings.store(Arc::new(plan.http));
+        self.current.store(Arc::new(published));
+        let handler_for = |address: &str| ListenerHandler::new(address, &self.current);
+        self.listeners
+            .activate(listeners, handler_for, &self.settings)
+            .await;
     }
 
     /// Stops the data plane (at exit).
@@ -177,7 +168,7 @@ impl Controller {
     }
 
     /// The committed snapshot; never waits for a change in flight.
-    pub fn current(&self) -> Arc<Committed> {
+    pub fn current(&self) -> Arc<Published> {
         self.current.load_full()
     }
 
@@ -186,48 +177,86 @@ impl Controller {
     }
 
     /// Applies `edit` to a copy of the committed tree and, if the result validates and
-    /// builds, commits and publishes it.
+    /// builds, commits and publishes it. An edit that leaves the tree as it was commits
+    /// nothing and keeps the generation number; module files are still read again, as
+    /// by any change, and one written since is swapped in.
     pub async fn change(
         &self,
         origin: ChangeOrigin,
         precondition: &Precondition,
         edit: impl FnOnce(&mut Value) -> Result<(), ChangeError>,
-    ) -> Result<Arc<Committed>, ChangeError> {
+    ) -> Result<Arc<Published>, ChangeError> {
+        self.apply(origin, precondition, edit, IfUnchanged::Skip)
+            .await
+    }
+
+    /// Makes a kept tree current again as a new generation. Unlike an edit, a restore is
+    /// always recorded, even of the tree that is current: the history shows it was done.
+    pub async fn restore(
+        &self,
+        origin: ChangeOrigin,
+        precondition: &Precondition,
+        tree: Value,
+    ) -> Result<Arc<Published>, ChangeError> {
+        let edit = |current: &mut Value| {
+            *current = tree;
+            Ok(())
+        };
+        self.apply(origin, precondition, edit, IfUnchanged::Commit)
+            .await
+    }
+
+    async fn apply(
+        &self,
+        origin: ChangeOrigin,
+        precondition: &Precondition,
+        edit: impl FnOnce(&mut Value) -> Result<(), ChangeError>,
+        if_unchanged: IfUnchanged,
+    ) -> Result<Arc<Published>, ChangeError> {
         let _turn = self.changes.lock().await;
         let current = self.current();
         if let Precondition::OneOf(tags) = precondition
-            && !tags.contains(&current.generation)
+            && !tags.contains(&current.number)
         {
             return Err(ChangeError::PreconditionFailed {
-                current: current.generation,
+                current: current.number,
             });
         }
         let mut tree = current.tree.clone();
         edit(&mut tree)?;
-        self.validator.validate(&tree)?;
-        let live = Generation::build(&tree, &self.runtime, Some(&current.live)).await?;
-        let listeners = self.listeners.prepare(&tree)?;
-        let generation = current.generation + 1;
-        let (tree, _entry) = self.commit(generation, origin, tree).await?;
-        let committed = Arc::new(Committed {
-            generation,
+        let plan = self.validator.validate(&tree)?;
+        let running = Generation::build(&plan, &self.runtime, Some(&current.running)).await?;
+        if if_unchanged == IfUnchanged::Skip && identical(&tree, &current.tree) {
+            if !running.same_applications(&current.running) {
+                self.publish_running(&current, running);
+                tracing::info!(generation = current.number, "module files reloaded");
+            }
+            return Ok(self.current());
+        }
+        let listeners = self.listeners.prepare(&plan.listeners)?;
+        let number = current.number + 1;
+        let (tree, _entry) = self.commit(number, origin, tree).await?;
+        let published = Published {
+            number,
             tree,
-            live,
-        });
-        self.settings
-            .store(Arc::new(http_settings(&committed.tree)));
-        self.current.store(Arc::clone(&committed));
-        self.listeners
-            .activate(listeners, &self.current, &self.settings)
-            .await;
-        let in_use = committed
-            .live
+            running,
+        };
+        self.publish(published, plan, listeners).await;
+        self.retain_modules(&current);
+        tracing::info!(generation = number, "reconfiguration done");
+        Ok(self.current())
+    }
+
+    /// Drops compiled modules that neither the published generation nor `previous`
+    /// (whose requests may still be finishing) runs.
+    fn retain_modules(&self, previous: &Published) {
+        let in_use = self
+            .current()
+            .running
             .module_hashes()
-            .chain(current.live.module_hashes())
+            .chain(previous.running.module_hashes())
             .collect();
         self.runtime.retain_modules(&in_use);
-        tracing::info!(generation, "reconfiguration done");
-        Ok(committed)
     }
 
     /// Runs the blocking, fsyncing commit off the async workers.
@@ -270,7 +299,7 @@ impl Controller {
         let config = application_config(&current, name)?;
         let code = Application::load(&self.runtime, name, config).await?;
         if current
-            .live
+            .running
             .application(name)
             .is_some_and(|running| running.keeps(&code))
         {
@@ -283,18 +312,18 @@ impl Controller {
 
     /// Publishes `current` with one application replaced; the config and its generation
     /// number stay as they are.
-    fn publish_application(&self, current: &Committed, name: &str, app: Arc<Application>) {
-        let live = current.live.with_application(name, app);
-        let in_use = live
-            .module_hashes()
-            .chain(current.live.module_hashes())
-            .collect();
-        self.current.store(Arc::new(Committed {
-            generation: current.generation,
+    fn publish_application(&self, current: &Published, name: &str, app: Arc<Application>) {
+        self.publish_running(current, current.running.with_application(name, app));
+    }
+
+    /// Publishes `running` under `current`'s config and generation number.
+    fn publish_running(&self, current: &Published, running: Generation) {
+        self.current.store(Arc::new(Published {
+            number: current.number,
             tree: current.tree.clone(),
-            live,
+            running,
         }));
-        self.runtime.retain_modules(&in_use);
+        self.retain_modules(current);
     }
 
     /// The tree of a kept generation, parsed.
@@ -358,7 +387,7 @@ mod tests {
         }
         let controller = controller(dir.path()).await;
         let current = controller.current();
-        assert_eq!(current.generation, 8);
+        assert_eq!(current.number, 8);
         assert_eq!(current.tree, default_tree());
         let quarantined = controller.store().quarantined().expect("read");
         assert_eq!(quarantined.len(), 1);
@@ -380,7 +409,7 @@ mod tests {
             store.commit_raw(3, b"{\"listeners\": ").expect("write");
         }
         let controller = controller(dir.path()).await;
-        assert_eq!(controller.current().generation, 4);
+        assert_eq!(controller.current().number, 4);
         assert_eq!(controller.current().tree, default_tree());
     }
 
@@ -399,7 +428,7 @@ mod tests {
             })
             .await;
         assert!(matches!(result, Err(ChangeError::Invalid(_))));
-        assert_eq!(controller.current().generation, 0);
+        assert_eq!(controller.current().number, 0);
         assert!(controller.store().latest().expect("read").is_none());
 
         let stale = Precondition::OneOf(vec![5]);

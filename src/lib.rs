@@ -1,11 +1,14 @@
 //! Wharf: a WebAssembly application server with a live REST control plane that speaks
 //! NGINX Unit's configuration API and Wasm guest ABI.
 //!
-//! `main.rs` only wires these together: `config` owns the tree and its rules, `store`
-//! its durable history, `controller` the one path by which it changes, `generation` what
-//! runs (`application`: each app in it), `routing` where requests go, `access_log` the record of them, `runtime` the Wasm
-//! engine and guests, `listeners` and `http` the data plane, `control` the API, `status`
-//! the counters (`counter`: how they are kept), `watch` the module files that swap themselves in.
+//! `main.rs` only wires these together: `config` owns the tree, its rules and the typed
+//! `Plan` it compiles to, `store` its durable history, `controller` the one path by which
+//! it changes, `generation` what runs (`application`: each app in it), `dispatch` what
+//! requests are served by, `routing` where requests go, `access_log` the record of them,
+//! `runtime` the Wasm engine and guests, `listeners` and `http` the data plane, `control`
+//! the API, `status` the counters (`counter`: how they are kept), `watch` the module files
+//! that swap themselves in, `error` the errors of a change. `docs/architecture.md` has
+//! the map.
 
 pub mod access_log;
 pub mod application;
@@ -13,6 +16,8 @@ pub mod config;
 pub mod control;
 pub mod controller;
 pub mod counter;
+pub mod dispatch;
+pub mod error;
 pub mod generation;
 pub mod http;
 pub mod listeners;

@@ -12,19 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde_json::Value;
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::controller::Committed;
-use crate::generation::ApplyError;
-use crate::http::{self, Completion, ConnectionStats, Handler, Request, Response, Settings};
+use crate::config::model::ListenerPlan;
+use crate::error::ApplyError;
+use crate::http::{self, ConnectionStats, Handler, Settings};
 use crate::sockets::remove_stale_socket;
-
-/// Unit's default listen backlog.
-const DEFAULT_BACKLOG: i32 = 511;
 
 /// A socket bound for a listener that has not started serving yet.
 struct Bound {
@@ -47,7 +43,7 @@ pub struct Prepared {
     wanted: HashSet<String>,
 }
 
-struct Running {
+struct Serving {
     shutdown: watch::Sender<bool>,
     unix_path: Option<PathBuf>,
     /// The accept loop; it ends, closing the socket, once `shutdown` is set.
@@ -60,7 +56,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Listeners {
     runtime: Handle,
     stats: Arc<ConnectionStats>,
-    running: Mutex<HashMap<String, Running>>,
+    running: Mutex<HashMap<String, Serving>>,
 }
 
 impl Listeners {
@@ -73,26 +69,18 @@ impl Listeners {
         }
     }
 
-    /// Binds every address of `tree` that is not bound yet.
-    pub fn prepare(&self, tree: &Value) -> Result<Prepared, ApplyError> {
-        let listeners = tree.get("listeners").and_then(Value::as_object);
-        let wanted: HashSet<String> = listeners
-            .map(|l| l.keys().cloned().collect())
-            .unwrap_or_default();
+    /// Binds every listener of `plan` that is not bound yet.
+    pub fn prepare(&self, plan: &[ListenerPlan]) -> Result<Prepared, ApplyError> {
+        let wanted: HashSet<String> = plan.iter().map(|l| l.address.clone()).collect();
         let running: HashSet<String> = self
             .running
             .lock()
             .map(|r| r.keys().cloned().collect())
             .unwrap_or_default();
         let mut new = Vec::new();
-        for address in wanted.difference(&running) {
-            let backlog = listeners
-                .and_then(|l| l.get(address))
-                .and_then(|l| l.get("backlog"))
-                .and_then(Value::as_i64)
-                .and_then(|b| i32::try_from(b).ok())
-                .unwrap_or(DEFAULT_BACKLOG);
-            let bound = bind(address, backlog).map_err(|e| {
+        for listener in plan.iter().filter(|l| !running.contains(&l.address)) {
+            let address = &listener.address;
+            let bound = bind(address, listener.backlog).map_err(|e| {
                 ApplyError(format!("listener \"{address}\": failed to bind: {e:#}"))
             })?;
             new.push((address.clone(), bound));
@@ -102,14 +90,15 @@ impl Listeners {
 
     /// Starts the new listeners and stops the ones the change removed, returning once
     /// removed sockets are closed, so that a client told the change is done is refused.
-    /// Requests find their generation in `published`, which must already hold the new one.
-    pub async fn activate(
+    /// A new listener serves with `handler_for(address)`, which must already see the
+    /// new generation.
+    pub async fn activate<H: Handler>(
         &self,
         prepared: Prepared,
-        published: &Arc<ArcSwap<Committed>>,
+        handler_for: impl Fn(&str) -> H,
         settings: &Arc<ArcSwap<Settings>>,
     ) {
-        let removed = self.start(prepared, published, settings);
+        let removed = self.start(prepared, handler_for, settings);
         for (address, listener) in removed {
             let _ = listener.shutdown.send(true);
             if tokio::time::timeout(CLOSE_TIMEOUT, listener.task)
@@ -126,12 +115,12 @@ impl Listeners {
     }
 
     /// Starts the new listeners; returns the removed ones, still to be stopped.
-    fn start(
+    fn start<H: Handler>(
         &self,
         prepared: Prepared,
-        published: &Arc<ArcSwap<Committed>>,
+        handler_for: impl Fn(&str) -> H,
         settings: &Arc<ArcSwap<Settings>>,
-    ) -> Vec<(String, Running)> {
+    ) -> Vec<(String, Serving)> {
         let Ok(mut running) = self.running.lock() else {
             return Vec::new();
         };
@@ -150,10 +139,7 @@ impl Listeners {
                 continue;
             };
             let (shutdown, stop) = watch::channel(false);
-            let handler = Arc::new(ListenerHandler {
-                address: address.clone(),
-                published: Arc::clone(published),
-            });
+            let handler = Arc::new(handler_for(&address));
             let settings = Arc::clone(settings);
             let stats = Arc::clone(&self.stats);
             let is_unix = unix_path.is_some();
@@ -175,7 +161,7 @@ impl Listeners {
             tracing::info!(listener = %address, "listener started");
             running.insert(
                 address,
-                Running {
+                Serving {
                     shutdown,
                     unix_path,
                     task,
@@ -231,27 +217,4 @@ fn bind(address: &str, backlog: i32) -> anyhow::Result<Bound> {
         socket: Some(socket),
         unix_path: None,
     })
-}
-
-/// Hands each request to the generation that is current when it arrives.
-struct ListenerHandler {
-    address: String,
-    published: Arc<ArcSwap<Committed>>,
-}
-
-impl Handler for ListenerHandler {
-    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send {
-        let served = self.handle_completing(request);
-        async move { served.await.0 }
-    }
-
-    fn handle_completing(
-        &self,
-        request: Request,
-    ) -> impl Future<Output = (Response, Option<Completion>)> + Send {
-        // A guard, not a clone: cloning would bump the one reference count every
-        // connection's requests share, moving its cache line from core to core.
-        let committed = self.published.load();
-        async move { committed.live.serve(&self.address, request).await }
-    }
 }

@@ -183,7 +183,7 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
     actix_web::rt::spawn(async move {
         while reopen.recv().await.is_some() {
             tracing::info!("SIGUSR1 received, reopening the access log");
-            logs.current().live.reopen_access_log();
+            logs.current().running.reopen_access_log();
         }
     });
 

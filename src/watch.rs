@@ -82,7 +82,7 @@ fn due_reloads(
     watched.retain(|name, _| watching(name));
     let mut due = Vec::new();
     for (name, _) in apps.into_iter().flatten().filter(|(n, _)| watching(n)) {
-        let Some(app) = current.live.application(name) else {
+        let Some(app) = current.running.application(name) else {
             continue;
         };
         let state = watched.entry(name.clone()).or_insert_with(|| Watched {

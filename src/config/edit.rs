@@ -97,6 +97,23 @@ pub fn delete(tree: &mut Value, path: &[String]) -> Result<(), EditError> {
     }
 }
 
+/// Whether two trees are the same, member order included: the order of `applications`
+/// and of a named route's members is visible in `GET /config` and in config order.
+pub fn identical(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|((ka, va), (kb, vb))| ka == kb && identical(va, vb))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| identical(a, b))
+        }
+        (a, b) => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +184,22 @@ mod tests {
         assert_eq!(delete(&mut tree, &p(&["o", "x"])), Err(EditError::NotFound));
         delete(&mut tree, &[]).expect("root");
         assert_eq!(tree, json!({}));
+    }
+
+    #[test]
+    fn identical_trees_have_the_same_members_in_the_same_order() {
+        let tree = json!({"a": {"x": 1, "y": [1, {"z": null}]}, "b": "s"});
+        assert!(identical(&tree, &tree.clone()));
+        assert!(!identical(
+            &tree,
+            &json!({"b": "s", "a": {"x": 1, "y": [1, {"z": null}]}})
+        ));
+        assert!(!identical(
+            &tree,
+            &json!({"a": {"x": 1, "y": [1, {"z": 0}]}, "b": "s"})
+        ));
+        assert!(!identical(&json!([1, 2]), &json!([1, 2, 3])));
+        assert!(!identical(&json!(1), &json!(1.0)));
     }
 
     #[test]

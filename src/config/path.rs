@@ -4,8 +4,9 @@
 //! one trailing `/` is ignored — and only then split on `/` and percent-decoded segment
 //! by segment, so that `%2F` addresses a key that contains a slash.
 
-use percent_encoding::percent_decode_str;
 use thiserror::Error;
+
+use crate::routing::encoding::decode_name;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("the path segment `{0}` is not valid percent-encoded UTF-8")]
@@ -34,19 +35,7 @@ pub fn decode(raw_segments: &[&str]) -> Result<Vec<String>, BadSegment> {
 
 /// Percent-decodes one segment; a `%` not followed by two hex digits is an error.
 pub fn decode_segment(raw: &str) -> Result<String, BadSegment> {
-    let bytes = raw.as_bytes();
-    let malformed = bytes.iter().enumerate().any(|(i, &b)| {
-        b == b'%'
-            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-    });
-    if malformed {
-        return Err(BadSegment(raw.to_owned()));
-    }
-    percent_decode_str(raw)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| BadSegment(raw.to_owned()))
+    decode_name(raw).ok_or_else(|| BadSegment(raw.to_owned()))
 }
 
 /// An array index as the control API accepts it: ASCII digits only, leading zeros allowed.

@@ -1,7 +1,7 @@
 //! Validation of a whole config tree: the JSON Schema in `schema/` first, then the rules
-//! it cannot state (`constraints`), then the cross-references (`references`), then what
-//! only compiling can tell (regular expressions, address ranges, variables: `routing`
-//! and `access_log`).
+//! it cannot state (`constraints`), then the cross-references (`references`), then the
+//! members Wharf does not implement (`unsupported`), then what only compiling can tell
+//! (regular expressions, address ranges, variables), which yields the typed `Plan`.
 //!
 //! Errors become one plain sentence prefixed with the JSON path of the offending value.
 //! The schema carries its own wording: a node may hold an `errorMessage` annotation, a
@@ -13,9 +13,8 @@ use jsonschema::{ValidationError, Validator};
 use serde_json::Value;
 use thiserror::Error;
 
-use super::{constraints, references};
-use crate::access_log;
-use crate::routing::Router;
+use super::model::Plan;
+use super::{constraints, references, unsupported};
 
 /// The schema of the whole config, the single source of truth for its shape.
 pub const SCHEMA: &str = include_str!("../../schema/config.schema.json");
@@ -42,8 +41,8 @@ impl ConfigValidator {
         Ok(Self { schema, validator })
     }
 
-    /// Validates a whole tree: shape first, then references.
-    pub fn validate(&self, tree: &Value) -> Result<(), InvalidConfig> {
+    /// Validates a whole tree (shape, constraints, references, support) and compiles it.
+    pub fn validate(&self, tree: &Value) -> Result<Plan, InvalidConfig> {
         if let Some(error) = self.validator.iter_errors(tree).next() {
             return Err(InvalidConfig {
                 detail: self.describe(&error),
@@ -51,12 +50,8 @@ impl ConfigValidator {
         }
         constraints::check(tree)
             .and_then(|()| references::check(tree))
-            .and_then(|()| Router::check(tree).map_err(|e| e.to_string()))
-            .and_then(|()| {
-                access_log::Spec::from_tree(tree)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
+            .and_then(|()| unsupported::check(tree))
+            .and_then(|()| Plan::compile(tree).map_err(|e| e.to_string()))
             .map_err(|detail| InvalidConfig { detail })
     }
 
@@ -184,17 +179,17 @@ mod tests {
 
     fn detail(tree: Value) -> String {
         let validator = ConfigValidator::new().expect("schema compiles");
-        validator
-            .validate(&tree)
-            .expect_err("must be invalid")
-            .detail
+        match validator.validate(&tree) {
+            Ok(_) => panic!("must be invalid"),
+            Err(e) => e.detail,
+        }
     }
 
     #[test]
     fn accepts_the_default_and_the_design_example() {
         let validator = ConfigValidator::new().expect("schema compiles");
         let default = json!({"listeners": {}, "routes": [], "applications": {}});
-        assert_eq!(validator.validate(&default), Ok(()));
+        assert!(validator.validate(&default).is_ok());
         let example = json!({
             "listeners": {"*:8080": {"pass": "routes"}},
             "routes": [
@@ -214,7 +209,7 @@ mod tests {
                 "hello": {"type": "wasm-wasi-component", "component": "/srv/hello.wasm"}
             }
         });
-        assert_eq!(validator.validate(&example), Ok(()));
+        assert!(validator.validate(&example).is_ok());
     }
 
     #[test]

@@ -15,9 +15,9 @@ use super::body;
 use super::reply::{self, Reply};
 use crate::config::path::{self, array_index};
 use crate::config::{dialect, edit};
-use crate::controller::{
-    ChangeError, ChangeOrigin, Committed, Controller, Precondition, RestartError,
-};
+use crate::controller::{ChangeOrigin, Controller, Precondition};
+use crate::dispatch::Published;
+use crate::error::{ChangeError, RestartError};
 use crate::http::ConnectionStats;
 use crate::status;
 
@@ -39,7 +39,7 @@ pub async fn dispatch(
         Some((&"config", rest)) => {
             let reply = config(&request, payload, &state, &segments, rest).await;
             // Every /config answer says which generation it was made against.
-            reply.or_generation(state.controller.current().generation)
+            reply.or_generation(state.controller.current().number)
         }
         Some((&"status", rest)) => status(&request, &state, rest),
         Some((&"control", rest)) => control(&request, &state, rest).await,
@@ -54,8 +54,8 @@ fn root(request: &HttpRequest, state: &ControlState) -> Reply {
         return Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::INVALID_METHOD);
     }
     let current = state.controller.current();
-    let status = status::report(&state.stats, &current.live);
-    Reply::ok(json!({"config": current.tree, "status": status})).with_generation(current.generation)
+    let status = status::report(&state.stats, &current.running);
+    Reply::ok(json!({"config": current.tree, "status": status})).with_generation(current.number)
 }
 
 async fn config(
@@ -73,7 +73,7 @@ async fn config(
     if method == Method::GET {
         let current = state.controller.current();
         return match edit::get(&current.tree, &node_path) {
-            Some(value) => Reply::ok(value.clone()).with_generation(current.generation),
+            Some(value) => Reply::ok(value.clone()).with_generation(current.number),
             None => Reply::not_found(),
         };
     }
@@ -118,7 +118,7 @@ fn status(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> Reply {
     let Ok(node_path) = path::decode(rest) else {
         return invalid_path();
     };
-    let report = status::report(&state.stats, &state.controller.current().live);
+    let report = status::report(&state.stats, &state.controller.current().running);
     match edit::get(&report, &node_path) {
         Some(value) => Reply::ok(value.clone()),
         None => invalid_path(),
@@ -202,10 +202,7 @@ async fn restore(request: &HttpRequest, controller: &Controller, generation: u64
         path: format!("/history/{generation}/restore"),
     };
     let result = controller
-        .change(origin, &precondition(request), |current| {
-            *current = tree;
-            Ok(())
-        })
+        .restore(origin, &precondition(request), tree)
         .await;
     change_reply(result)
 }
@@ -227,9 +224,9 @@ fn internal(error: &anyhow::Error) -> Reply {
     )
 }
 
-fn change_reply(result: Result<Arc<Committed>, ChangeError>) -> Reply {
+fn change_reply(result: Result<Arc<Published>, ChangeError>) -> Reply {
     match result {
-        Ok(committed) => Reply::success(reply::SUCCESS).with_generation(committed.generation),
+        Ok(published) => Reply::success(reply::SUCCESS).with_generation(published.number),
         Err(ChangeError::Edit(edit::EditError::NotFound)) => Reply::not_found(),
         Err(ChangeError::Edit(edit::EditError::NotAllowed)) => {
             Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::METHOD_NOT_ALLOWED)

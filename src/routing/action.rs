@@ -5,10 +5,9 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::encoding::encode_complex_uri;
+use super::encoding::{decode_name, encode_complex_uri};
 use super::variables::{Template, Values};
 use super::{CompileError, Names};
-use crate::config::path::decode_segment;
 
 /// Where a `pass` leads.
 #[derive(Debug)]
@@ -58,9 +57,6 @@ pub struct Action {
     /// Name and value (`None` removes the field), in config order.
     response_headers: Box<[(Bytes, Option<Template>)]>,
 }
-
-/// A config member this version of Wharf accepts but cannot act on.
-pub const UNSUPPORTED: [&str; 2] = ["share", "proxy"];
 
 impl Action {
     pub fn compile(value: &Value, names: &Names, at: &str) -> Result<Action, CompileError> {
@@ -113,16 +109,9 @@ impl Action {
                 .as_str()
                 .ok_or_else(|| CompileError::new(format!("{at}/pass"), "must be a string"))?;
             Kind::Pass(Pass::compile(text, names, &format!("{at}/pass"))?)
-        } else if let Some(member) = UNSUPPORTED.iter().find(|m| value.get(**m).is_some()) {
-            return Err(CompileError::unsupported(
-                format!("{at}/{member}"),
-                format!("the \"{member}\" action is not supported yet"),
-            ));
         } else {
-            return Err(CompileError::new(
-                at,
-                "must have one of \"pass\", \"return\", \"share\" or \"proxy\"",
-            ));
+            // `share` and `proxy` were refused by validation (`config::unsupported`).
+            return Err(CompileError::new(at, "must have \"pass\" or \"return\""));
         };
         Ok(Action {
             kind,
@@ -211,7 +200,7 @@ impl Names {
         let kind = segments.next()?;
         let name = segments.next();
         let rest = segments.next();
-        let decode = |s: &str| (!s.is_empty()).then(|| decode_segment(s).ok()).flatten();
+        let decode = |s: &str| (!s.is_empty()).then(|| decode_name(s)).flatten();
         match (kind, name, rest) {
             ("applications", Some(name), None) => {
                 self.application(&decode(name)?).map(Pass::Application)

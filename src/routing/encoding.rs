@@ -6,6 +6,12 @@ use std::borrow::Cow;
 
 use crate::http::target::hex;
 
+/// Percent-decodes a name (of an application or route in a `pass`, of a control API path
+/// segment); `None` when an escape is malformed or the name is not UTF-8.
+pub fn decode_name(raw: &str) -> Option<String> {
+    String::from_utf8(decode_strict(raw.as_bytes(), false)?).ok()
+}
+
 /// Decodes `%XX` (and `+` as a space when `plus`); `None` on a malformed escape, as
 /// Unit refuses such a pattern.
 pub fn decode_strict(text: &[u8], plus: bool) -> Option<Vec<u8>> {

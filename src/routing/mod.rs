@@ -37,8 +37,6 @@ pub const MAX_PASSES: usize = 256;
 pub struct CompileError {
     pub path: String,
     pub message: String,
-    /// Valid, but this version cannot run it (an apply error, not a validation one).
-    pub unsupported: bool,
 }
 
 impl CompileError {
@@ -46,14 +44,6 @@ impl CompileError {
         Self {
             path: path.into(),
             message: message.into(),
-            unsupported: false,
-        }
-    }
-
-    pub fn unsupported(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            unsupported: true,
-            ..Self::new(path, message)
         }
     }
 }
@@ -167,6 +157,11 @@ impl Router {
         })
     }
 
+    /// Whether each step tried is logged (`settings.http.log_route`).
+    pub fn logs_routes(&self) -> bool {
+        self.log_route
+    }
+
     pub fn names(&self) -> &Names {
         &self.names
     }
@@ -184,22 +179,6 @@ impl Router {
                 Some(Pass::compile(pass, &self.names, &at).map(|p| (address.clone(), p)))
             })
             .collect()
-    }
-
-    /// Checks that a tree's routes and listener passes compile; what this version cannot
-    /// run yet is left for the apply step to report.
-    pub fn check(tree: &Value) -> Result<(), CompileError> {
-        let names: Vec<&str> = tree
-            .get("applications")
-            .and_then(Value::as_object)
-            .map(|apps| apps.keys().map(String::as_str).collect())
-            .unwrap_or_default();
-        let router = match Router::compile(tree, &names) {
-            Ok(router) => router,
-            Err(e) if e.unsupported => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        router.listeners(tree).map(|_| ())
     }
 
     /// The first step of `route` whose conditions hold.
@@ -383,7 +362,10 @@ mod tests {
         let error = Router::compile(&bad, &["a"]).expect_err("dangling");
         assert_eq!(error.path, "routes/0/action/pass");
         let share = json!({"routes": [{"action": {"share": "/srv"}}]});
-        assert!(Router::compile(&share, &[]).expect_err("share").unsupported);
+        assert_eq!(
+            Router::compile(&share, &[]).expect_err("share").path,
+            "routes/0/action"
+        );
         let var = json!({"routes": [{"action": {"return": 301, "location": "$nope"}}]});
         assert_eq!(
             Router::compile(&var, &[]).expect_err("unknown").to_string(),

@@ -263,18 +263,17 @@ impl BodySource<'_> {
 
 /// Unit's `processes`: an integer is that many instances, all started; an object is up
 /// to `max` (default 1) with `spare` kept warm and idle ones dropped after
-/// `idle_timeout` (default 15 s). Unset: up to one per CPU core, started on demand.
+/// `idle_timeout` (default 15 s). Unset is one instance, as in Unit: a guest that keeps
+/// state in its memory, or writes one fixed file, sees every request.
 fn pool_size(config: &Value) -> PoolSize {
     let count = |v: Option<&Value>| v.and_then(Value::as_u64).map(|n| n as usize);
+    let fixed = |n: usize| PoolSize {
+        max: n,
+        spare: n,
+        idle_timeout: None,
+    };
     match config.get("processes") {
-        Some(Value::Number(n)) => {
-            let n = n.as_u64().map_or(1, |n| n as usize);
-            PoolSize {
-                max: n,
-                spare: n,
-                idle_timeout: None,
-            }
-        }
+        Some(Value::Number(n)) => fixed(n.as_u64().map_or(1, |n| n as usize)),
         Some(Value::Object(p)) => PoolSize {
             max: count(p.get("max")).unwrap_or(1),
             spare: count(p.get("spare")).unwrap_or(0),
@@ -282,11 +281,7 @@ fn pool_size(config: &Value) -> PoolSize {
                 p.get("idle_timeout").and_then(Value::as_u64).unwrap_or(15),
             )),
         },
-        _ => PoolSize {
-            max: std::thread::available_parallelism().map_or(1, usize::from),
-            spare: 0,
-            idle_timeout: None,
-        },
+        _ => fixed(1),
     }
 }
 
@@ -315,5 +310,9 @@ mod tests {
             }
         );
         assert_eq!(size(serde_json::json!({})).max, 1);
+        assert_eq!(
+            pool_size(&serde_json::json!({})),
+            size(serde_json::json!(1))
+        );
     }
 }

@@ -1,0 +1,131 @@
+//! The typed model of a validated config: what a generation runs, compiled once per
+//! change from the tree. Building a generation from a `Plan` only does I/O (compiling
+//! modules, starting instances, opening files); everything that can be wrong with the
+//! tree itself has been found by the time a `Plan` exists.
+//!
+//! Each default lives here, once; `schema/config.schema.json` states the same defaults as
+//! `default` annotations, and a test holds the two together.
+
+mod settings;
+
+use std::sync::Arc;
+#[cfg(test)]
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::access_log;
+use crate::http;
+use crate::routing::{CompileError, ListenerPasses, Router};
+
+pub use settings::DEFAULT_BACKLOG;
+
+/// A validated config, compiled.
+pub struct Plan {
+    /// Applications in config order; compiled passes refer to them by index.
+    pub applications: Vec<AppPlan>,
+    pub listeners: Vec<ListenerPlan>,
+    pub router: Arc<Router>,
+    /// Where each listener sends its requests.
+    pub passes: Arc<ListenerPasses>,
+    /// `access_log`, not opened yet.
+    pub access_log: Option<Arc<access_log::Spec>>,
+    /// `settings.http`, with Unit's defaults for what is unset.
+    pub http: http::Settings,
+}
+
+/// One entry of `applications`.
+pub struct AppPlan {
+    pub name: String,
+    pub config: Value,
+}
+
+/// One entry of `listeners`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerPlan {
+    pub address: String,
+    pub backlog: i32,
+}
+
+impl Plan {
+    /// Compiles a tree that passed the schema, constraint and reference checks.
+    pub fn compile(tree: &Value) -> Result<Plan, CompileError> {
+        let applications: Vec<AppPlan> = members(tree.get("applications"))
+            .map(|(name, config)| AppPlan {
+                name: name.clone(),
+                config: config.clone(),
+            })
+            .collect();
+        let names: Vec<&str> = applications.iter().map(|app| app.name.as_str()).collect();
+        let router = Router::compile(tree, &names)?;
+        let passes = router.listeners(tree)?;
+        let access_log = access_log::Spec::from_tree(tree)?.map(Arc::new);
+        let listeners = members(tree.get("listeners"))
+            .map(|(address, listener)| ListenerPlan {
+                address: address.clone(),
+                backlog: settings::backlog(listener),
+            })
+            .collect();
+        Ok(Plan {
+            applications,
+            listeners,
+            router: Arc::new(router),
+            passes: Arc::new(passes),
+            access_log,
+            http: settings::http(tree.pointer("/settings/http")),
+        })
+    }
+
+    /// The plan of the empty config.
+    pub fn empty() -> Plan {
+        Plan {
+            applications: Vec::new(),
+            listeners: Vec::new(),
+            router: Arc::default(),
+            passes: Arc::default(),
+            access_log: None,
+            http: http::Settings::default(),
+        }
+    }
+}
+
+fn members(value: Option<&Value>) -> impl Iterator<Item = (&String, &Value)> {
+    value.and_then(Value::as_object).into_iter().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate::SCHEMA;
+    use serde_json::json;
+
+    /// The `default` the schema states for a member of one of its `$defs`.
+    fn schema_default(def: &str, member: &str) -> Value {
+        let schema: Value = serde_json::from_str(SCHEMA).expect("the schema is JSON");
+        schema["$defs"][def]["properties"][member]["default"].clone()
+    }
+
+    #[test]
+    fn the_schema_states_the_defaults_the_model_applies() {
+        let plan = Plan::compile(&json!({"listeners": {"*:80": {"pass": "routes"}}, "routes": []}))
+            .expect("compiles");
+        let http = &plan.http;
+        let seconds = |d: Duration| json!(d.as_secs());
+        for (member, model) in [
+            ("header_read_timeout", seconds(http.header_read_timeout)),
+            ("body_read_timeout", seconds(http.body_read_timeout)),
+            ("send_timeout", seconds(http.send_timeout)),
+            ("idle_timeout", seconds(http.idle_timeout)),
+            ("max_body_size", json!(http.max_body_size)),
+            ("server_version", json!(http.server_version)),
+            ("discard_unsafe_fields", json!(http.discard_unsafe_fields)),
+            ("log_route", json!(plan.router.logs_routes())),
+        ] {
+            assert_eq!(schema_default("httpSettings", member), model, "{member}");
+        }
+        assert_eq!(
+            schema_default("listener", "backlog"),
+            json!(plan.listeners[0].backlog)
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! What requests are served by: the published config and the generation built from it,
+//! swapped whole by the controller, and the handler that gives each request to the
+//! generation current when it arrives.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use crate::generation::Generation;
+use crate::http::{Completion, Handler, Request, Response};
+
+/// One published config and the generation that runs it.
+pub struct Published {
+    /// The generation number; 0 for the built-in default that was never committed.
+    pub number: u64,
+    pub tree: Value,
+    pub running: Generation,
+}
+
+/// Hands each request of one listener to the generation that is current when it arrives.
+pub struct ListenerHandler {
+    address: String,
+    published: Arc<ArcSwap<Published>>,
+}
+
+impl ListenerHandler {
+    pub fn new(address: &str, published: &Arc<ArcSwap<Published>>) -> Self {
+        Self {
+            address: address.to_owned(),
+            published: Arc::clone(published),
+        }
+    }
+}
+
+impl Handler for ListenerHandler {
+    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send {
+        let served = self.handle_completing(request);
+        async move { served.await.0 }
+    }
+
+    fn handle_completing(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = (Response, Option<Completion>)> + Send {
+        // A guard, not a clone: cloning would bump the one reference count every
+        // connection's requests share, moving its cache line from core to core.
+        let published = self.published.load();
+        async move { published.running.serve(&self.address, request).await }
+    }
+}

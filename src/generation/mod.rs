@@ -1,0 +1,137 @@
+//! A generation: an immutable, fully built snapshot of what the server runs, made from
+//! one validated config tree and published whole.
+//!
+//! Building one is the step where a valid config can still fail to run: modules are
+//! compiled, linked and started here, so nothing is published until every app can serve.
+//! Apps whose config and module bytes did not change are carried over from the previous
+//! generation with their warm instances. Routes and the access-log spec come compiled in
+//! the `Plan`; the access log file is opened here. `serve` is the request path through it.
+
+mod serve;
+
+use std::sync::Arc;
+
+use crate::access_log::AccessLog;
+use crate::application::Application;
+use crate::config::model::Plan;
+use crate::error::ApplyError;
+use crate::routing::{ListenerPasses, Router};
+use crate::runtime::Runtime;
+use crate::runtime::pool::PoolCounts;
+
+pub struct Generation {
+    /// Applications in config order; passes refer to them by index.
+    applications: Vec<(String, Arc<Application>)>,
+    /// Where each listener sends its requests.
+    listeners: Arc<ListenerPasses>,
+    router: Arc<Router>,
+    access_log: Option<Arc<AccessLog>>,
+}
+
+impl Generation {
+    /// The generation of a config without applications or listeners.
+    pub fn empty() -> Self {
+        Self {
+            applications: Vec::new(),
+            listeners: Arc::default(),
+            router: Arc::default(),
+            access_log: None,
+        }
+    }
+
+    /// Starts what `plan` asks for; fails without touching what runs.
+    pub async fn build(
+        plan: &Plan,
+        runtime: &Runtime,
+        previous: Option<&Generation>,
+    ) -> Result<Self, ApplyError> {
+        let mut applications = Vec::with_capacity(plan.applications.len());
+        for app in &plan.applications {
+            let old = previous.and_then(|g| g.application(&app.name));
+            let running = Application::build(runtime, &app.name, &app.config, old).await?;
+            applications.push((app.name.clone(), running));
+        }
+        let access_log = match &plan.access_log {
+            Some(spec) => {
+                let previous = previous.and_then(|g| g.access_log.as_deref());
+                let log = spec.open(previous).map_err(|e| {
+                    ApplyError(format!(
+                        "access_log: failed to open `{}`: {e}",
+                        spec.path.display()
+                    ))
+                })?;
+                Some(Arc::new(log))
+            }
+            None => None,
+        };
+        Ok(Self {
+            applications,
+            listeners: Arc::clone(&plan.passes),
+            router: Arc::clone(&plan.router),
+            access_log,
+        })
+    }
+
+    /// This generation with the application `name` replaced by `app` (a restart or a
+    /// module swap); routes, listeners and the other apps are shared, not rebuilt.
+    pub fn with_application(&self, name: &str, app: Arc<Application>) -> Self {
+        let applications = self
+            .applications
+            .iter()
+            .map(|(n, old)| {
+                let kept = if n == name { &app } else { old };
+                (n.clone(), Arc::clone(kept))
+            })
+            .collect();
+        Self {
+            applications,
+            listeners: Arc::clone(&self.listeners),
+            router: Arc::clone(&self.router),
+            access_log: self.access_log.clone(),
+        }
+    }
+
+    /// Whether both generations run the very same applications (none was started anew).
+    pub fn same_applications(&self, other: &Generation) -> bool {
+        self.applications.len() == other.applications.len()
+            && self
+                .applications
+                .iter()
+                .zip(&other.applications)
+                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
+    }
+
+    /// Opens the access log file again (`SIGUSR1`, after rotation).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.file().reopen();
+        }
+    }
+
+    pub fn application_names(&self) -> impl Iterator<Item = &str> {
+        self.applications.iter().map(|(name, _)| name.as_str())
+    }
+
+    pub fn has_application(&self, name: &str) -> bool {
+        self.application(name).is_some()
+    }
+
+    pub fn application(&self, name: &str) -> Option<&Arc<Application>> {
+        self.applications
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, app)| app)
+    }
+
+    /// Instance counts of every application, in config order.
+    pub fn application_counts(&self) -> impl Iterator<Item = (&str, PoolCounts)> {
+        self.applications
+            .iter()
+            .map(|(name, app)| (name.as_str(), app.counts()))
+    }
+
+    /// The module hashes this generation runs.
+    pub fn module_hashes(&self) -> impl Iterator<Item = crate::runtime::ModuleHash> + '_ {
+        self.applications.iter().map(|(_, app)| app.code_hash())
+    }
+}
