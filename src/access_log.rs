@@ -16,7 +16,6 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::http::{Completion, Response, Sent};
 use crate::routing::CompileError;
@@ -151,29 +150,14 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Reads `access_log` of `tree`; `None` when there is none.
-    pub fn from_tree(tree: &Value) -> Result<Option<Spec>, CompileError> {
-        let (path, format, condition) = match tree.get("access_log") {
-            None => return Ok(None),
-            Some(Value::String(path)) => (path.as_str(), DEFAULT_FORMAT, None),
-            Some(Value::Object(members)) => (
-                members
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-                members
-                    .get("format")
-                    .and_then(Value::as_str)
-                    .unwrap_or(DEFAULT_FORMAT),
-                members.get("if").and_then(Value::as_str),
-            ),
-            Some(_) => {
-                return Err(CompileError::new(
-                    "access_log",
-                    "must be a path or an object",
-                ));
-            }
-        };
+    /// Compiles an `access_log`: the file, the format (Unit's default when `None`) and the
+    /// `if` condition (`!` negates it).
+    pub fn new(
+        path: &str,
+        format: Option<&str>,
+        condition: Option<&str>,
+    ) -> Result<Spec, CompileError> {
+        let format = format.unwrap_or(DEFAULT_FORMAT);
         let format = Template::parse(format)
             .map_err(|e| CompileError::new("access_log/format", e.to_string()))?;
         let condition = condition
@@ -187,11 +171,11 @@ impl Spec {
                     .map_err(|e| CompileError::new("access_log/if", e.to_string()))
             })
             .transpose()?;
-        Ok(Some(Spec {
+        Ok(Spec {
             path: PathBuf::from(path),
             format,
             condition,
-        }))
+        })
     }
 
     /// Opens the file, or keeps `previous` when it is the same path.
@@ -300,7 +284,6 @@ impl Values for Entry<'_> {
 mod tests {
     use super::*;
     use crate::http::{Request, RequestBody, ResponseBody, Target, Version};
-    use serde_json::json;
 
     fn request() -> RequestInfo {
         let target = Target::parse(Bytes::from_static(b"/a?b=c")).expect("valid");
@@ -333,8 +316,9 @@ mod tests {
     fn default_and_custom_lines() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("access.log");
-        let tree = json!({"access_log": {"path": path, "format": "$status $response_header_x_a $header_referer $uri", "if": "!$arg_skip"}});
-        let spec = Spec::from_tree(&tree).expect("valid").expect("present");
+        let format = "$status $response_header_x_a $header_referer $uri";
+        let spec =
+            Spec::new(&path.to_string_lossy(), Some(format), Some("!$arg_skip")).expect("valid");
         let log = Arc::new(spec.open(None).expect("opens"));
         let response = Response {
             status: 200,
@@ -349,9 +333,8 @@ mod tests {
         let text = wait_for(&path, 1);
         assert_eq!(text, "200 v - /a\n");
 
-        let default = Spec::from_tree(&json!({"access_log": path}))
+        let default = Spec::new(&path.to_string_lossy(), None, None)
             .expect("valid")
-            .expect("present")
             .open(Some(&log))
             .expect("opens");
         assert!(Arc::ptr_eq(default.file(), log.file()));
@@ -381,9 +364,7 @@ mod tests {
 
     #[test]
     fn invalid_templates_are_refused() {
-        let error = Spec::from_tree(&json!({"access_log": {"path": "/x", "format": "$nope"}}))
-            .err()
-            .expect("refused");
+        let error = Spec::new("/x", Some("$nope"), None).err().expect("refused");
         assert_eq!(
             error.to_string(),
             "access_log/format: unknown variable \"nope\""

@@ -11,10 +11,10 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
 use wasmtime::Module;
 use wasmtime::component::Component;
 
+use crate::config::model::{AppKind, AppSpec};
 use crate::error::ApplyError;
 use crate::http::{Request, Response};
 use crate::runtime::app::WasmApp;
@@ -24,7 +24,7 @@ use crate::runtime::{FileStamp, Loaded, ModuleHash, Runtime};
 
 pub struct Application {
     running: Running,
-    config: Value,
+    spec: AppSpec,
     hash: ModuleHash,
     /// The file's stamp when its bytes were last seen to be `hash`'s.
     stamp: Mutex<Option<FileStamp>>,
@@ -59,41 +59,40 @@ impl LoadedCode {
 }
 
 impl Application {
-    /// The app a generation runs for `config`: `previous` (the one running under this
-    /// name) if neither the config nor the file's bytes changed, else a new one. The file
+    /// The app a generation runs for `spec`: `previous` (the one running under this
+    /// name) if neither its config nor the file's bytes changed, else a new one. The file
     /// is not even read when its stamp shows it was not written since it was loaded.
     pub async fn build(
         runtime: &Runtime,
         name: &str,
-        config: &Value,
+        spec: &AppSpec,
         previous: Option<&Arc<Application>>,
     ) -> Result<Arc<Self>, ApplyError> {
-        let previous = previous.filter(|old| old.config == *config);
+        let previous = previous.filter(|old| old.spec == *spec);
         if let Some(old) = previous
             && old.file_unchanged()
         {
             return Ok(Arc::clone(old));
         }
-        let code = Self::load(runtime, name, config).await?;
+        let code = Self::load(runtime, name, spec).await?;
         if let Some(old) = previous
             && old.keeps(&code)
         {
             return Ok(Arc::clone(old));
         }
-        Self::start(runtime, name, config, code).await
+        Self::start(runtime, name, spec, code).await
     }
 
-    /// Reads and compiles (or fetches from a cache) the file `config` names.
+    /// Reads and compiles (or fetches from a cache) the file `spec` names.
     pub async fn load(
         runtime: &Runtime,
         name: &str,
-        config: &Value,
+        spec: &AppSpec,
     ) -> Result<LoadedCode, ApplyError> {
-        let path = code_file(config);
-        let loaded = if config.get("type").and_then(Value::as_str) == Some("wasm-wasi-component") {
-            runtime.load(path).await.map(LoadedCode::Component)
-        } else {
-            runtime.load(path).await.map(LoadedCode::Module)
+        let path = spec.file();
+        let loaded = match spec.kind {
+            AppKind::Wasm(_) => runtime.load(path).await.map(LoadedCode::Module),
+            AppKind::Component(_) => runtime.load(path).await.map(LoadedCode::Component),
         };
         loaded.map_err(|e| failed(name, &e))
     }
@@ -102,22 +101,27 @@ impl Application {
     pub async fn start(
         runtime: &Runtime,
         name: &str,
-        config: &Value,
+        spec: &AppSpec,
         code: LoadedCode,
     ) -> Result<Arc<Self>, ApplyError> {
         let (hash, stamp) = (code.hash(), code.stamp());
-        let running = match code {
-            LoadedCode::Module(loaded) => WasmApp::build(runtime, name, config, loaded)
-                .await
-                .map(Running::Wasm),
-            LoadedCode::Component(loaded) => ComponentApp::build(runtime, name, config, loaded)
-                .await
-                .map(Running::Component),
+        let running = match (code, &spec.kind) {
+            (LoadedCode::Module(loaded), AppKind::Wasm(unit)) => {
+                WasmApp::build(runtime, name, unit, spec.limits, spec.processes, loaded)
+                    .await
+                    .map(Running::Wasm)
+            }
+            (LoadedCode::Component(loaded), AppKind::Component(component)) => {
+                ComponentApp::build(runtime, name, component, spec.limits, loaded)
+                    .await
+                    .map(Running::Component)
+            }
+            _ => Err(anyhow::anyhow!("the code loaded is not of the app's type")),
         };
         let running = running.map_err(|e| failed(name, &e))?;
         Ok(Arc::new(Self {
             running,
-            config: config.clone(),
+            spec: spec.clone(),
             hash,
             stamp: Mutex::new(stamp),
         }))
@@ -133,8 +137,8 @@ impl Application {
         same
     }
 
-    pub fn config(&self) -> &Value {
-        &self.config
+    pub fn spec(&self) -> &AppSpec {
+        &self.spec
     }
 
     pub fn code_hash(&self) -> ModuleHash {
@@ -143,7 +147,7 @@ impl Application {
 
     /// The module (or component) file, as configured.
     pub fn file(&self) -> &Path {
-        code_file(&self.config)
+        self.spec.file()
     }
 
     /// The file's stamp when it was last seen to hold this app's code.
@@ -170,16 +174,6 @@ impl Application {
             Running::Component(app) => app.serve(request).await,
         }
     }
-}
-
-/// The file an app's config names: `module` for `wasm`, `component` for
-/// `wasm-wasi-component`.
-fn code_file(config: &Value) -> &Path {
-    let file = config
-        .get("module")
-        .or_else(|| config.get("component"))
-        .and_then(Value::as_str);
-    Path::new(file.unwrap_or_default())
 }
 
 fn failed(name: &str, e: &anyhow::Error) -> ApplyError {

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use crate::application::Application;
 use crate::config::dialect;
 use crate::config::edit::identical;
-use crate::config::model::Plan;
+use crate::config::model::{AppSpec, Plan};
 use crate::config::validate::ConfigValidator;
 use crate::dispatch::{ListenerHandler, Published};
 use crate::error::{ChangeError, RestartError};
@@ -53,13 +53,12 @@ pub enum Precondition {
     OneOf(Vec<u64>),
 }
 
-/// The committed config of one running application.
-fn application_config<'a>(current: &'a Published, name: &str) -> Result<&'a Value, RestartError> {
+/// The spec of one running application.
+fn application_spec(current: &Published, name: &str) -> Result<AppSpec, RestartError> {
     current
-        .tree
-        .get("applications")
-        .and_then(|apps| apps.get(name))
-        .filter(|_| current.running.has_application(name))
+        .running
+        .application(name)
+        .map(|app| app.spec().clone())
         .ok_or_else(|| RestartError::UnknownApplication(name.to_owned()))
 }
 
@@ -283,9 +282,9 @@ impl Controller {
     pub async fn restart(&self, name: &str) -> Result<(), RestartError> {
         let _turn = self.changes.lock().await;
         let current = self.current();
-        let config = application_config(&current, name)?;
-        let code = Application::load(&self.runtime, name, config).await?;
-        let app = Application::start(&self.runtime, name, config, code).await?;
+        let spec = application_spec(&current, name)?;
+        let code = Application::load(&self.runtime, name, &spec).await?;
+        let app = Application::start(&self.runtime, name, &spec, code).await?;
         self.publish_application(&current, name, app);
         tracing::info!(application = name, "restarted");
         Ok(())
@@ -296,8 +295,8 @@ impl Controller {
     pub async fn reload_if_changed(&self, name: &str) -> Result<bool, RestartError> {
         let _turn = self.changes.lock().await;
         let current = self.current();
-        let config = application_config(&current, name)?;
-        let code = Application::load(&self.runtime, name, config).await?;
+        let spec = application_spec(&current, name)?;
+        let code = Application::load(&self.runtime, name, &spec).await?;
         if current
             .running
             .application(name)
@@ -305,7 +304,7 @@ impl Controller {
         {
             return Ok(false);
         }
-        let app = Application::start(&self.runtime, name, config, code).await?;
+        let app = Application::start(&self.runtime, name, &spec, code).await?;
         self.publish_application(&current, name, app);
         Ok(true)
     }

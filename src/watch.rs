@@ -12,8 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::application::Application;
 use crate::controller::Controller;
 use crate::runtime::FileStamp;
@@ -72,19 +70,18 @@ fn due_reloads(
     watched: &mut HashMap<String, Watched>,
 ) -> Vec<(String, FileStamp)> {
     let current = controller.current();
-    let apps = current.tree.get("applications").and_then(Value::as_object);
-    let watching = |name: &String| {
-        apps.and_then(|apps| apps.get(name))
-            .and_then(|app| app.get("watch"))
-            .and_then(Value::as_bool)
-            == Some(true)
+    let watching = |name: &str| {
+        current
+            .running
+            .application(name)
+            .is_some_and(|app| app.spec().watch)
     };
     watched.retain(|name, _| watching(name));
     let mut due = Vec::new();
-    for (name, _) in apps.into_iter().flatten().filter(|(n, _)| watching(n)) {
-        let Some(app) = current.running.application(name) else {
+    for (name, app) in current.running.applications() {
+        if !app.spec().watch {
             continue;
-        };
+        }
         let state = watched.entry(name.clone()).or_insert_with(|| Watched {
             app: Weak::new(),
             pending: None,

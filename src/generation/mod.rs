@@ -48,7 +48,7 @@ impl Generation {
         let mut applications = Vec::with_capacity(plan.applications.len());
         for app in &plan.applications {
             let old = previous.and_then(|g| g.application(&app.name));
-            let running = Application::build(runtime, &app.name, &app.config, old).await?;
+            let running = Application::build(runtime, &app.name, &app.spec, old).await?;
             applications.push((app.name.clone(), running));
         }
         let access_log = match &plan.access_log {
@@ -106,6 +106,11 @@ impl Generation {
         if let Some(log) = &self.access_log {
             log.file().reopen();
         }
+    }
+
+    /// The applications, in config order.
+    pub fn applications(&self) -> impl Iterator<Item = (&String, &Arc<Application>)> {
+        self.applications.iter().map(|(name, app)| (name, app))
     }
 
     pub fn application_names(&self) -> impl Iterator<Item = &str> {

@@ -4,11 +4,9 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::guest_task::{self, GuestEnd, GuestTask, TimedOut, finish, run_until_progress, within};
@@ -40,22 +38,22 @@ impl WasmApp {
     pub async fn build(
         runtime: &Runtime,
         name: &str,
-        config: &Value,
+        spec: &UnitAppSpec,
+        limits: Limits,
+        size: PoolSize,
         loaded: LoadedModule,
     ) -> anyhow::Result<Self> {
-        let spec = UnitAppSpec::from_config(config);
         let module_path = spec.module.display().to_string();
-        let unit = UnitModule::new(runtime.unit_linkers(), &loaded.code, spec)
+        let unit = UnitModule::new(runtime.unit_linkers(), &loaded.code, spec.clone())
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{module_path}`"))?;
-        let limits = Limits::from_config(config);
         let slow_lane = Arc::clone(runtime.slow_lane());
         let name: Arc<str> = Arc::from(name);
         let pool = InstancePool::new(
             Arc::clone(&name),
             runtime.engine().clone(),
             unit,
-            pool_size(config),
+            size,
             limits,
             Arc::clone(&slow_lane),
         );
@@ -258,61 +256,5 @@ impl BodySource<'_> {
             Self::Stream(body) => body.chunk().await,
             Self::Buffered { pieces, .. } => Ok(pieces.pop_front()),
         }
-    }
-}
-
-/// Unit's `processes`: an integer is that many instances, all started; an object is up
-/// to `max` (default 1) with `spare` kept warm and idle ones dropped after
-/// `idle_timeout` (default 15 s). Unset is one instance, as in Unit: a guest that keeps
-/// state in its memory, or writes one fixed file, sees every request.
-fn pool_size(config: &Value) -> PoolSize {
-    let count = |v: Option<&Value>| v.and_then(Value::as_u64).map(|n| n as usize);
-    let fixed = |n: usize| PoolSize {
-        max: n,
-        spare: n,
-        idle_timeout: None,
-    };
-    match config.get("processes") {
-        Some(Value::Number(n)) => fixed(n.as_u64().map_or(1, |n| n as usize)),
-        Some(Value::Object(p)) => PoolSize {
-            max: count(p.get("max")).unwrap_or(1),
-            spare: count(p.get("spare")).unwrap_or(0),
-            idle_timeout: Some(Duration::from_secs(
-                p.get("idle_timeout").and_then(Value::as_u64).unwrap_or(15),
-            )),
-        },
-        _ => fixed(1),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn processes_reads_like_unit() {
-        let size = |p: Value| pool_size(&serde_json::json!({"processes": p}));
-        assert_eq!(
-            size(serde_json::json!(3)),
-            PoolSize {
-                max: 3,
-                spare: 3,
-                idle_timeout: None
-            }
-        );
-        let object = size(serde_json::json!({"max": 4, "spare": 1, "idle_timeout": 2}));
-        assert_eq!(
-            object,
-            PoolSize {
-                max: 4,
-                spare: 1,
-                idle_timeout: Some(Duration::from_secs(2))
-            }
-        );
-        assert_eq!(size(serde_json::json!({})).max, 1);
-        assert_eq!(
-            pool_size(&serde_json::json!({})),
-            size(serde_json::json!(1))
-        );
     }
 }

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 /// Linear memory an instance may have when `limits.memory` is unset: 256 MiB, generous
 /// for Unit-style guests and small enough that a memory bomb cannot take the host down.
 pub const DEFAULT_MEMORY: usize = 256 << 20;
@@ -31,27 +29,19 @@ pub struct Limits {
     pub queue: usize,
 }
 
-impl Limits {
-    /// Reads `limits` from a validated application object.
-    pub fn from_config(app: &Value) -> Self {
-        let limits = app.get("limits");
-        let member = |key: &str| limits.and_then(|l| l.get(key));
+impl Default for Limits {
+    /// The limits of an app that sets none.
+    fn default() -> Self {
         Self {
-            timeout: member("timeout")
-                .and_then(Value::as_f64)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok()),
-            requests: member("requests").and_then(Value::as_u64),
-            memory: member("memory")
-                .and_then(Value::as_u64)
-                .and_then(|m| usize::try_from(m).ok())
-                .unwrap_or(DEFAULT_MEMORY),
-            queue: member("queue")
-                .and_then(Value::as_u64)
-                .and_then(|q| usize::try_from(q).ok())
-                .unwrap_or(DEFAULT_QUEUE),
+            timeout: None,
+            requests: None,
+            memory: DEFAULT_MEMORY,
+            queue: DEFAULT_QUEUE,
         }
     }
+}
 
+impl Limits {
     /// How long starting one instance may take.
     pub fn start_timeout(&self) -> Duration {
         self.timeout.unwrap_or(DEFAULT_START_TIMEOUT)
@@ -112,32 +102,15 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use wasmtime::ResourceLimiter as _;
 
     #[test]
-    fn unset_limits_take_the_documented_defaults() {
-        let limits = Limits::from_config(&json!({}));
-        assert_eq!(
-            limits,
-            Limits {
-                timeout: None,
-                requests: None,
-                memory: DEFAULT_MEMORY,
-                queue: DEFAULT_QUEUE
-            }
-        );
-        assert_eq!(limits.start_timeout(), DEFAULT_START_TIMEOUT);
-    }
-
-    #[test]
-    fn limits_are_read_from_the_app() {
-        let app = json!({"limits": {"timeout": 0.5, "requests": 3, "memory": 1048576, "queue": 0}});
-        let limits = Limits::from_config(&app);
-        assert_eq!(limits.timeout, Some(Duration::from_millis(500)));
-        assert_eq!(limits.requests, Some(3));
-        assert_eq!(limits.memory, 1 << 20);
-        assert_eq!(limits.queue, 0);
+    fn an_unset_timeout_bounds_starting_by_the_default() {
+        assert_eq!(Limits::default().start_timeout(), DEFAULT_START_TIMEOUT);
+        let limits = Limits {
+            timeout: Some(Duration::from_millis(500)),
+            ..Limits::default()
+        };
         assert_eq!(limits.start_timeout(), Duration::from_millis(500));
     }
 

@@ -26,6 +26,24 @@ pub struct PoolSize {
     pub idle_timeout: Option<Duration>,
 }
 
+impl PoolSize {
+    /// `n` instances, all started and kept.
+    pub fn fixed(n: usize) -> Self {
+        Self {
+            max: n,
+            spare: n,
+            idle_timeout: None,
+        }
+    }
+}
+
+impl Default for PoolSize {
+    /// One instance, as Unit runs an app that does not set `processes`.
+    fn default() -> Self {
+        Self::fixed(1)
+    }
+}
+
 pub struct InstancePool {
     /// The app's name, for log lines.
     name: Arc<str>,
@@ -335,16 +353,26 @@ mod tests {
         (func (export "free") (param i32)))"#;
 
     async fn pool(max: usize) -> Arc<InstancePool> {
-        pool_with(max, Limits::from_config(&serde_json::json!({}))).await
+        pool_with(max, Limits::default()).await
     }
 
     async fn pool_with(max: usize, limits: Limits) -> Arc<InstancePool> {
         let runtime = Runtime::new().expect("runtime");
         let module = wasmtime::Module::new(runtime.engine(), GUEST).expect("compiles");
-        let mut spec = UnitAppSpec::from_config(&serde_json::json!({}));
-        spec.request_handler = "request".into();
-        spec.malloc_handler = "malloc".into();
-        spec.free_handler = "free".into();
+        let spec = UnitAppSpec {
+            module: "guest.wat".into(),
+            request_handler: "request".into(),
+            malloc_handler: "malloc".into(),
+            free_handler: "free".into(),
+            module_init_handler: None,
+            module_end_handler: None,
+            request_init_handler: None,
+            request_end_handler: None,
+            response_end_handler: None,
+            environment: Vec::new(),
+            preopens: Vec::new(),
+            memory_limit: Limits::default().memory,
+        };
         let module = UnitModule::new(runtime.unit_linkers(), &module, spec).expect("links");
         let size = PoolSize {
             max,
@@ -396,7 +424,7 @@ mod tests {
     async fn a_full_queue_fails_at_once() {
         let limits = Limits {
             queue: 1,
-            ..Limits::from_config(&serde_json::json!({}))
+            ..Limits::default()
         };
         let pool = pool_with(1, limits).await;
         let held = pool.checkout().await.expect("the only instance");
@@ -424,7 +452,7 @@ mod tests {
     async fn an_instance_is_retired_after_its_request_limit() {
         let limits = Limits {
             requests: Some(2),
-            ..Limits::from_config(&serde_json::json!({}))
+            ..Limits::default()
         };
         let pool = pool_with(1, limits).await;
         let mut lease = pool.checkout().await.expect("checkout");

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use serde_json::Value;
 use wasmtime::error::Context as _;
 use wasmtime::{
     Caller, Engine, InstancePre, Linker, Memory, Module, Store, TypedFunc, UpdateDeadline,
@@ -23,7 +22,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::app::BodySource;
 use super::layout::{self, ALLOCATION_SIZE, AbiError, BUFFER_SIZE, HeaderFields, RequestHead};
-use super::limits::{Limits, MemoryBudget};
+use super::limits::MemoryBudget;
 use super::slow_lane::LONG_RUNNING_TICKS;
 use crate::http::pipe::{Pipe, PipeReader, PushError, ResponseHead};
 
@@ -108,7 +107,8 @@ pub struct GuestState {
     long_running: Arc<AtomicBool>,
 }
 
-/// A `wasm` application's settings, from its config object.
+/// A `wasm` application's module, handlers and guest environment (`config::model`
+/// reads them from the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitAppSpec {
     pub module: PathBuf,
@@ -132,68 +132,6 @@ pub struct Preopen {
     pub host: PathBuf,
     pub guest: String,
     pub readonly: bool,
-}
-
-impl UnitAppSpec {
-    /// Reads the members of a validated `wasm` application object.
-    pub fn from_config(app: &Value) -> Self {
-        let string = |key: &str| app.get(key).and_then(Value::as_str).map(str::to_owned);
-        let required = |key: &str| string(key).unwrap_or_default();
-        Self {
-            module: PathBuf::from(required("module")),
-            request_handler: required("request_handler"),
-            malloc_handler: required("malloc_handler"),
-            free_handler: required("free_handler"),
-            module_init_handler: string("module_init_handler"),
-            module_end_handler: string("module_end_handler"),
-            request_init_handler: string("request_init_handler"),
-            request_end_handler: string("request_end_handler"),
-            response_end_handler: string("response_end_handler"),
-            environment: environment(app),
-            preopens: preopens(app),
-            memory_limit: Limits::from_config(app).memory,
-        }
-    }
-}
-
-/// The configured `environment`; the guest sees these variables and nothing else.
-pub fn environment(app: &Value) -> Vec<(String, String)> {
-    app.get("environment")
-        .and_then(Value::as_object)
-        .map(|vars| {
-            vars.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `access.filesystem`: a path preopened at the same path, or `{host, guest, readonly}`.
-pub fn preopens(app: &Value) -> Vec<Preopen> {
-    let entries = app
-        .pointer("/access/filesystem")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    entries
-        .iter()
-        .filter_map(|entry| match entry {
-            Value::String(path) => Some(Preopen {
-                host: PathBuf::from(path),
-                guest: path.clone(),
-                readonly: false,
-            }),
-            Value::Object(map) => Some(Preopen {
-                host: PathBuf::from(map.get("host")?.as_str()?),
-                guest: map.get("guest")?.as_str()?.to_owned(),
-                readonly: map
-                    .get("readonly")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            }),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The host side of the ABI, linked twice: `response_end` must be an async host

@@ -6,6 +6,7 @@
 //! Each default lives here, once; `schema/config.schema.json` states the same defaults as
 //! `default` annotations, and a test holds the two together.
 
+mod apps;
 mod settings;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::access_log;
 use crate::http;
 use crate::routing::{CompileError, ListenerPasses, Router};
 
+pub use apps::{AppKind, AppSpec, DEFAULT_IDLE_TIMEOUT};
 pub use settings::DEFAULT_BACKLOG;
 
 /// A validated config, compiled.
@@ -37,7 +39,7 @@ pub struct Plan {
 /// One entry of `applications`.
 pub struct AppPlan {
     pub name: String,
-    pub config: Value,
+    pub spec: AppSpec,
 }
 
 /// One entry of `listeners`.
@@ -51,15 +53,15 @@ impl Plan {
     /// Compiles a tree that passed the schema, constraint and reference checks.
     pub fn compile(tree: &Value) -> Result<Plan, CompileError> {
         let applications: Vec<AppPlan> = members(tree.get("applications"))
-            .map(|(name, config)| AppPlan {
+            .map(|(name, app)| AppPlan {
                 name: name.clone(),
-                config: config.clone(),
+                spec: AppSpec::from_config(app),
             })
             .collect();
         let names: Vec<&str> = applications.iter().map(|app| app.name.as_str()).collect();
         let router = Router::compile(tree, &names)?;
         let passes = router.listeners(tree)?;
-        let access_log = access_log::Spec::from_tree(tree)?.map(Arc::new);
+        let access_log = access_log_spec(tree.get("access_log"))?.map(Arc::new);
         let listeners = members(tree.get("listeners"))
             .map(|(address, listener)| ListenerPlan {
                 address: address.clone(),
@@ -86,6 +88,24 @@ impl Plan {
             access_log: None,
             http: http::Settings::default(),
         }
+    }
+}
+
+/// `access_log`: a path, or `{path, format, if}`.
+fn access_log_spec(value: Option<&Value>) -> Result<Option<access_log::Spec>, CompileError> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(path)) => access_log::Spec::new(path, None, None).map(Some),
+        Some(spec @ Value::Object(_)) => access_log::Spec::new(
+            spec.get("path").and_then(Value::as_str).unwrap_or_default(),
+            spec.get("format").and_then(Value::as_str),
+            spec.get("if").and_then(Value::as_str),
+        )
+        .map(Some),
+        Some(_) => Err(CompileError::new(
+            "access_log",
+            "must be a path or an object",
+        )),
     }
 }
 
@@ -127,5 +147,36 @@ mod tests {
             schema_default("listener", "backlog"),
             json!(plan.listeners[0].backlog)
         );
+    }
+
+    #[test]
+    fn the_schema_states_the_application_defaults_the_model_applies() {
+        let schema: Value = serde_json::from_str(SCHEMA).expect("the schema is JSON");
+        let unset = AppSpec::from_config(&json!({"type": "wasm"}));
+        let object = AppSpec::from_config(&json!({"type": "wasm", "processes": {}}));
+        assert_eq!(
+            schema["$defs"]["processes"]["default"],
+            json!(unset.processes.max),
+            "processes"
+        );
+        assert_eq!(
+            AppSpec::from_config(&json!({"type": "wasm", "processes": 1})).processes,
+            unset.processes,
+            "unset processes is the schema's default count"
+        );
+        let seconds = object.processes.idle_timeout.map(|t| t.as_secs());
+        for (member, model) in [
+            ("max", json!(object.processes.max)),
+            ("spare", json!(object.processes.spare)),
+            ("idle_timeout", json!(seconds)),
+        ] {
+            assert_eq!(schema_default("processes", member), model, "{member}");
+        }
+        for (member, model) in [
+            ("memory", json!(unset.limits.memory)),
+            ("queue", json!(unset.limits.queue)),
+        ] {
+            assert_eq!(schema_default("limits", member), model, "{member}");
+        }
     }
 }

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Context;
 
 use anyhow::Context as _;
-use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use wasmtime::Engine;
@@ -62,10 +61,11 @@ impl ComponentApp {
     pub async fn build(
         runtime: &Runtime,
         name: &str,
-        config: &Value,
+        spec: &ComponentSpec,
+        limits: Limits,
         loaded: Loaded<Component>,
     ) -> anyhow::Result<Self> {
-        let spec = ComponentSpec::from_config(config);
+        let spec = spec.clone();
         let component = loaded.code;
         let path = spec.component.display().to_string();
         let pre = runtime
@@ -77,7 +77,6 @@ impl ComponentApp {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{path}` is not a wasi:http/proxy component"))?;
         let name: Arc<str> = Arc::from(name);
-        let limits = Limits::from_config(config);
         let engine = runtime.engine().clone();
         // One instantiation now: a missing preopen or a start function that fails shows
         // here rather than on the first request.
