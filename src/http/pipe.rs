@@ -7,6 +7,8 @@
 //! one request to the next (`Pipe::recycle`): most requests then allocate nothing here.
 //! A producer that answers before anyone reads (a guest run inline on the connection's
 //! task) leaves its whole response in the pipe, where the connection finds it at once.
+//! The box the connection's writer polls the body through (`PipeReader::into_body`) is
+//! kept in the pipe too once the writer is done with it, for the same reason.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use super::StreamAbort;
+use super::{BodyStream, ResponseBody, StreamAbort};
 
 /// Body pieces a pipe holds before the producer has to wait for the client.
 pub const PIPE_PIECES: usize = 4;
@@ -56,6 +58,8 @@ struct State {
     reader: Option<Waker>,
     /// The producer waiting for room.
     writer: Option<Waker>,
+    /// The box of the last response's body, empty, for the next one.
+    spare_box: Option<Box<BoxedReader>>,
 }
 
 #[derive(Debug)]
@@ -86,6 +90,7 @@ impl Pipe {
                 state.reader_gone = false;
                 state.reader = None;
                 state.writer = None;
+                // (`spare_box` stays: it is what the next body is sent in.)
                 let reader = PipeReader(Arc::clone(&self.0));
                 (self, reader)
             }
@@ -177,6 +182,19 @@ impl PipeReader {
         Poll::Pending
     }
 
+    /// The body, as the connection's writer polls it.
+    pub fn into_body(self) -> ResponseBody {
+        let spare = self.state().spare_box.take();
+        let boxed = match spare {
+            Some(mut boxed) => {
+                boxed.0 = Some(self);
+                boxed
+            }
+            None => Box::new(BoxedReader(Some(self))),
+        };
+        ResponseBody::Stream(boxed)
+    }
+
     /// The head if it has been sent, without waiting.
     pub fn take_head(&mut self) -> Option<ResponseHead> {
         self.state().head.take()
@@ -200,6 +218,29 @@ impl PipeReader {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// A reader in a box the pipe keeps between responses; empty while kept, so that the
+/// pipe's state does not hold itself.
+struct BoxedReader(Option<PipeReader>);
+
+impl BodyStream for BoxedReader {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAbort>>> {
+        match &mut self.0 {
+            Some(reader) => reader.poll_piece(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn recycle(mut self: Box<Self>) {
+        let Some(reader) = self.0.take() else {
+            return;
+        };
+        let shared = Arc::clone(&reader.0);
+        // The reader goes first: the pipe is free for its next response only then.
+        drop(reader);
+        lock(&shared).spare_box = Some(self);
     }
 }
 
@@ -316,6 +357,25 @@ mod tests {
         tokio::task::yield_now().await;
         drop(reader);
         assert_eq!(producer.await.expect("producer"), Err(ReaderGone));
+    }
+
+    #[tokio::test]
+    async fn the_body_box_is_kept_for_the_next_response() {
+        let (pipe, reader) = Pipe::new();
+        pipe.try_push(Bytes::from_static(b"a")).expect("room");
+        pipe.end();
+        let ResponseBody::Stream(mut body) = reader.into_body() else {
+            panic!("a pipe's body is streamed");
+        };
+        let first: *const BoxedReader = std::ptr::from_ref(&*body).cast();
+        assert!(poll_fn(|cx| body.poll_piece(cx)).await.is_some());
+        assert!(poll_fn(|cx| body.poll_piece(cx)).await.is_none());
+        body.recycle();
+        let (_pipe, reader) = pipe.recycle();
+        let ResponseBody::Stream(body) = reader.into_body() else {
+            panic!("a pipe's body is streamed");
+        };
+        assert_eq!(std::ptr::from_ref(&*body).cast::<BoxedReader>(), first);
     }
 
     #[test]
