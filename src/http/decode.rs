@@ -126,15 +126,13 @@ impl BodyDecoder {
                 State::Done => return Ok(Decoded::End),
                 State::Failed(e) => return Err(*e),
                 State::Length { remaining } => {
-                    if buf.is_empty() {
+                    let Some(data) = take_data(buf, remaining, max_piece) else {
                         return Ok(Decoded::NeedMore);
-                    }
-                    let take = take_len(*remaining, buf.len(), max_piece);
-                    *remaining -= take as u64;
+                    };
                     if *remaining == 0 {
                         self.state = State::Done;
                     }
-                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                    return Ok(Decoded::Data(data));
                 }
                 State::Chunked(Chunk::Size) => {
                     let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
@@ -152,28 +150,18 @@ impl BodyDecoder {
                     }
                 }
                 State::Chunked(Chunk::Data { remaining }) => {
-                    if buf.is_empty() {
+                    let Some(data) = take_data(buf, remaining, max_piece) else {
                         return Ok(Decoded::NeedMore);
-                    }
-                    let take = take_len(*remaining, buf.len(), max_piece);
-                    *remaining -= take as u64;
+                    };
                     if *remaining == 0 {
                         self.state = State::Chunked(Chunk::DataEnd);
                     }
-                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                    return Ok(Decoded::Data(data));
                 }
                 State::Chunked(Chunk::DataEnd) => {
-                    match buf.first() {
-                        None => return Ok(Decoded::NeedMore),
-                        Some(b'\r') => {}
-                        Some(_) => return Err(BodyError::Malformed),
+                    if !take_crlf(buf)? {
+                        return Ok(Decoded::NeedMore);
                     }
-                    match buf.get(1) {
-                        None => return Ok(Decoded::NeedMore),
-                        Some(b'\n') => {}
-                        Some(_) => return Err(BodyError::Malformed),
-                    }
-                    buf.advance(2);
                     self.state = State::Chunked(Chunk::Size);
                 }
                 State::Chunked(Chunk::Trailers { seen }) => {
@@ -197,11 +185,32 @@ impl BodyDecoder {
     }
 }
 
-fn take_len(remaining: u64, available: usize, max_piece: usize) -> usize {
-    usize::try_from(remaining)
+/// Takes up to `max_piece` of the `remaining` data bytes off the front of `buf`; `None`
+/// when it holds none.
+fn take_data(buf: &mut BytesMut, remaining: &mut u64, max_piece: usize) -> Option<Bytes> {
+    if buf.is_empty() {
+        return None;
+    }
+    let take = usize::try_from(*remaining)
         .unwrap_or(usize::MAX)
-        .min(available)
-        .min(max_piece)
+        .min(buf.len())
+        .min(max_piece);
+    *remaining -= take as u64;
+    Some(buf.split_to(take).freeze())
+}
+
+/// Takes the CRLF that ends a chunk's data off the front of `buf`; `false` while it has
+/// not all arrived.
+fn take_crlf(buf: &mut BytesMut) -> Result<bool, BodyError> {
+    for (at, want) in [(0, b'\r'), (1, b'\n')] {
+        match buf.get(at) {
+            None => return Ok(false),
+            Some(&b) if b == want => {}
+            Some(_) => return Err(BodyError::Malformed),
+        }
+    }
+    buf.advance(2);
+    Ok(true)
 }
 
 /// Takes a CRLF-terminated line (without its CRLF) off the front of `buf`; `None` when

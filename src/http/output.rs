@@ -294,6 +294,18 @@ mod tests {
         }
     }
 
+    /// A 200 with `body` whose handler declares a `Content-Length` of `length`.
+    fn declaring(length: &'static [u8], body: ResponseBody) -> Response {
+        Response {
+            status: 200,
+            headers: vec![(
+                Bytes::from_static(b"content-length"),
+                Bytes::from_static(length),
+            )],
+            body,
+        }
+    }
+
     fn without_date(text: &str) -> String {
         text.split("\r\n")
             .filter(|l| !l.starts_with("Date: "))
@@ -367,15 +379,7 @@ mod tests {
             "{text}"
         );
 
-        let headers = vec![(
-            Bytes::from_static(b"content-length"),
-            Bytes::from_static(b"4"),
-        )];
-        let response = Response {
-            status: 200,
-            headers,
-            body: stream(&[b"ab", b"cde"]),
-        };
+        let response = declaring(b"4", stream(&[b"ab", b"cde"]));
         let (text, close) = render(response, &context(Version::Http11, false)).await;
         assert!(
             close,
@@ -386,15 +390,7 @@ mod tests {
             "{text}"
         );
 
-        let headers = vec![(
-            Bytes::from_static(b"content-length"),
-            Bytes::from_static(b"5"),
-        )];
-        let response = Response {
-            status: 200,
-            headers,
-            body: stream(&[b"ab", b"cde"]),
-        };
+        let response = declaring(b"5", stream(&[b"ab", b"cde"]));
         let (text, close) = render(response, &context(Version::Http10, true)).await;
         assert!(!close);
         assert!(

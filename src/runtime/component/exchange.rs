@@ -297,7 +297,57 @@ impl Drop for GuestBody {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// A guest's body fed through a channel, ending when the sender goes.
+    fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, HyperOutgoingBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let piece = rx.recv().await?;
+            Some((Ok::<_, wasmtime_wasi_http::Error>(Frame::data(piece)), rx))
+        });
+        (tx, StreamBody::new(frames).boxed_unsync())
+    }
+
+    async fn next(body: &mut ResponseBody) -> Option<Result<Bytes, StreamAbort>> {
+        let ResponseBody::Stream(stream) = body else {
+            panic!("a streamed body");
+        };
+        std::future::poll_fn(|cx| stream.poll_piece(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_ends_as_its_guest_does() {
+        let (tx, source) = channel_body();
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel();
+        let guest: GuestTask = Box::pin(async move { end_rx.await.unwrap_or(GuestEnd::Failed) });
+        let mut body = forward(Arc::from("app"), source, Some(guest), None);
+        tx.send(Bytes::from_static(b"a")).await.expect("open");
+        let first = next(&mut body).await.and_then(Result::ok);
+        assert_eq!(first, Some(Bytes::from_static(b"a")));
+        drop(tx);
+        // The guest's body is complete, but the guest runs on: the end waits for it.
+        let early = tokio::time::timeout(Duration::from_millis(50), next(&mut body)).await;
+        assert!(early.is_err());
+        end_tx.send(GuestEnd::TimedOut).expect("the guest waits");
+        assert!(matches!(
+            next(&mut body).await,
+            Some(Err(StreamAbort(why))) if why == "the request timed out"
+        ));
+        assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_at_hand_is_sent_whole() {
+        let (tx, source) = channel_body();
+        tx.send(Bytes::from_static(b"ab")).await.expect("open");
+        tx.send(Bytes::from_static(b"c")).await.expect("open");
+        drop(tx);
+        let body = forward(Arc::from("app"), source, None, Some(GuestEnd::Done));
+        assert!(matches!(body, ResponseBody::Full(bytes) if bytes == "abc"));
+    }
 
     fn host(value: &'static str) -> Vec<(Bytes, Bytes)> {
         vec![(
