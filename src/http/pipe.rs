@@ -34,7 +34,12 @@ pub struct Pipe(Arc<Mutex<State>>);
 
 /// The consumer's side: the connection reading the head and the body. Dropping it tells
 /// the producer that the client is gone.
-pub struct PipeReader(Arc<Mutex<State>>);
+pub struct PipeReader {
+    shared: Arc<Mutex<State>>,
+    /// The box to send the body in (`into_body`), taken from the pipe; given back to it
+    /// when the reader goes.
+    spare_box: Option<Box<BoxedReader>>,
+}
 
 /// The reader is gone: nobody will send what the producer writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +63,7 @@ struct State {
     reader: Option<Waker>,
     /// The producer waiting for room.
     writer: Option<Waker>,
-    /// The box of the last response's body, empty, for the next one.
+    /// The box of the last response's body, empty, kept for the next one.
     spare_box: Option<Box<BoxedReader>>,
 }
 
@@ -72,7 +77,11 @@ impl Pipe {
     /// A fresh pipe and its reader.
     pub fn new() -> (Self, PipeReader) {
         let shared = Arc::new(Mutex::new(State::default()));
-        (Self(Arc::clone(&shared)), PipeReader(shared))
+        let reader = PipeReader {
+            shared: Arc::clone(&shared),
+            spare_box: None,
+        };
+        (Self(shared), reader)
     }
 
     /// A pipe for the next response, reusing this one's state if nothing else holds it
@@ -90,8 +99,11 @@ impl Pipe {
                 state.reader_gone = false;
                 state.reader = None;
                 state.writer = None;
-                // (`spare_box` stays: it is what the next body is sent in.)
-                let reader = PipeReader(Arc::clone(&self.0));
+                let spare_box = state.spare_box.take();
+                let reader = PipeReader {
+                    shared: Arc::clone(&self.0),
+                    spare_box,
+                };
                 (self, reader)
             }
             None => Self::new(),
@@ -166,7 +178,7 @@ impl Pipe {
 
 impl PipeReader {
     fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.0)
+        lock(&self.shared)
     }
 
     /// The head, once sent; `Ready(None)` if the response ended without one.
@@ -183,9 +195,8 @@ impl PipeReader {
     }
 
     /// The body, as the connection's writer polls it.
-    pub fn into_body(self) -> ResponseBody {
-        let spare = self.state().spare_box.take();
-        let boxed = match spare {
+    pub fn into_body(mut self) -> ResponseBody {
+        let boxed = match self.spare_box.take() {
             Some(mut boxed) => {
                 boxed.0 = Some(self);
                 boxed
@@ -234,21 +245,22 @@ impl BodyStream for BoxedReader {
     }
 
     fn recycle(mut self: Box<Self>) {
-        let Some(reader) = self.0.take() else {
-            return;
-        };
-        let shared = Arc::clone(&reader.0);
-        // The reader goes first: the pipe is free for its next response only then.
-        drop(reader);
-        lock(&shared).spare_box = Some(self);
+        if let Some(mut reader) = self.0.take() {
+            // Handed back as the reader goes, under the lock it takes then anyway.
+            reader.spare_box = Some(self);
+        }
     }
 }
 
 impl Drop for PipeReader {
     fn drop(&mut self) {
-        let mut state = self.state();
+        let spare = self.spare_box.take();
+        let mut state = lock(&self.shared);
         state.reader_gone = true;
         state.reader = None;
+        if spare.is_some() {
+            state.spare_box = spare;
+        }
         if let Some(writer) = state.writer.take() {
             writer.wake();
         }
@@ -388,7 +400,7 @@ mod tests {
         // The reader still holds the old response: a new pipe, the old one untouched.
         let (pipe, fresh_reader) = pipe.recycle();
         assert_ne!(Arc::as_ptr(&pipe.0), first);
-        assert_eq!(lock(&reader.0).pieces.len(), 1);
+        assert_eq!(lock(&reader.shared).pieces.len(), 1);
         drop((reader, fresh_reader));
         let second = Arc::as_ptr(&pipe.0);
         let (pipe, mut reader) = pipe.recycle();
