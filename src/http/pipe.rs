@@ -8,8 +8,9 @@
 //! A producer that answers before anyone reads (a guest run inline on the connection's
 //! task) leaves its whole response in the pipe, where the connection finds it at once.
 //! The box the connection's writer polls the body through (`PipeReader::into_body`) is
-//! kept in the pipe too once the writer is done with it, for the same reason.
+//! kept for a next body once the writer is done with it, for the same reason.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -20,6 +21,18 @@ use super::{BodyStream, ResponseBody, StreamAbort};
 
 /// Body pieces a pipe holds before the producer has to wait for the client.
 pub const PIPE_PIECES: usize = 4;
+
+/// Most empty body boxes a thread keeps.
+const SPARE_BOXES: usize = 16;
+
+thread_local! {
+    /// Boxes of bodies the writer is done with, empty, for the next bodies made on this
+    /// thread. Kept per thread rather than per pipe: a pipe whose last reader is still
+    /// being written out is replaced by a fresh one, and its box would go with it.
+    // The boxes are what is kept: a body is sent in one.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<BoxedReader>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// The status line and fields a producer sends first.
 #[derive(Debug)]
@@ -34,12 +47,7 @@ pub struct Pipe(Arc<Mutex<State>>);
 
 /// The consumer's side: the connection reading the head and the body. Dropping it tells
 /// the producer that the client is gone.
-pub struct PipeReader {
-    shared: Arc<Mutex<State>>,
-    /// The box to send the body in (`into_body`), taken from the pipe; given back to it
-    /// when the reader goes.
-    spare_box: Option<Box<BoxedReader>>,
-}
+pub struct PipeReader(Arc<Mutex<State>>);
 
 /// The reader is gone: nobody will send what the producer writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,8 +71,6 @@ struct State {
     reader: Option<Waker>,
     /// The producer waiting for room.
     writer: Option<Waker>,
-    /// The box of the last response's body, empty, kept for the next one.
-    spare_box: Option<Box<BoxedReader>>,
 }
 
 #[derive(Debug)]
@@ -77,11 +83,7 @@ impl Pipe {
     /// A fresh pipe and its reader.
     pub fn new() -> (Self, PipeReader) {
         let shared = Arc::new(Mutex::new(State::default()));
-        let reader = PipeReader {
-            shared: Arc::clone(&shared),
-            spare_box: None,
-        };
-        (Self(shared), reader)
+        (Self(Arc::clone(&shared)), PipeReader(shared))
     }
 
     /// A pipe for the next response, reusing this one's state if nothing else holds it
@@ -99,11 +101,7 @@ impl Pipe {
                 state.reader_gone = false;
                 state.reader = None;
                 state.writer = None;
-                let spare_box = state.spare_box.take();
-                let reader = PipeReader {
-                    shared: Arc::clone(&self.0),
-                    spare_box,
-                };
+                let reader = PipeReader(Arc::clone(&self.0));
                 (self, reader)
             }
             None => Self::new(),
@@ -178,7 +176,7 @@ impl Pipe {
 
 impl PipeReader {
     fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.shared)
+        lock(&self.0)
     }
 
     /// The head, once sent; `Ready(None)` if the response ended without one.
@@ -195,8 +193,12 @@ impl PipeReader {
     }
 
     /// The body, as the connection's writer polls it.
-    pub fn into_body(mut self) -> ResponseBody {
-        let boxed = match self.spare_box.take() {
+    pub fn into_body(self) -> ResponseBody {
+        let spare = SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten();
+        let boxed = match spare {
             Some(mut boxed) => {
                 boxed.0 = Some(self);
                 boxed
@@ -232,8 +234,7 @@ impl PipeReader {
     }
 }
 
-/// A reader in a box the pipe keeps between responses; empty while kept, so that the
-/// pipe's state does not hold itself.
+/// A reader in a box that is kept, empty, between bodies.
 struct BoxedReader(Option<PipeReader>);
 
 impl BodyStream for BoxedReader {
@@ -245,22 +246,23 @@ impl BodyStream for BoxedReader {
     }
 
     fn recycle(mut self: Box<Self>) {
-        if let Some(mut reader) = self.0.take() {
-            // Handed back as the reader goes, under the lock it takes then anyway.
-            reader.spare_box = Some(self);
-        }
+        // The reader goes now: the pipe is free for its next response only then.
+        drop(self.0.take());
+        // (Off the thread's lifetime, the box is just dropped.)
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_BOXES {
+                spare.push(self);
+            }
+        });
     }
 }
 
 impl Drop for PipeReader {
     fn drop(&mut self) {
-        let spare = self.spare_box.take();
-        let mut state = lock(&self.shared);
+        let mut state = self.state();
         state.reader_gone = true;
         state.reader = None;
-        if spare.is_some() {
-            state.spare_box = spare;
-        }
         if let Some(writer) = state.writer.take() {
             writer.wake();
         }
@@ -372,7 +374,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_body_box_is_kept_for_the_next_response() {
+    async fn the_body_box_is_kept_for_the_next_body_whichever_pipe_it_comes_through() {
         let (pipe, reader) = Pipe::new();
         pipe.try_push(Bytes::from_static(b"a")).expect("room");
         pipe.end();
@@ -384,6 +386,12 @@ mod tests {
         assert!(poll_fn(|cx| body.poll_piece(cx)).await.is_none());
         body.recycle();
         let (_pipe, reader) = pipe.recycle();
+        let ResponseBody::Stream(body) = reader.into_body() else {
+            panic!("a pipe's body is streamed");
+        };
+        assert_eq!(std::ptr::from_ref(&*body).cast::<BoxedReader>(), first);
+        body.recycle();
+        let (_other, reader) = Pipe::new();
         let ResponseBody::Stream(body) = reader.into_body() else {
             panic!("a pipe's body is streamed");
         };
@@ -400,7 +408,7 @@ mod tests {
         // The reader still holds the old response: a new pipe, the old one untouched.
         let (pipe, fresh_reader) = pipe.recycle();
         assert_ne!(Arc::as_ptr(&pipe.0), first);
-        assert_eq!(lock(&reader.shared).pieces.len(), 1);
+        assert_eq!(lock(&reader.0).pieces.len(), 1);
         drop((reader, fresh_reader));
         let second = Arc::as_ptr(&pipe.0);
         let (pipe, mut reader) = pipe.recycle();
