@@ -140,15 +140,14 @@ pub fn response_headers(headers: &http::HeaderMap) -> Vec<(Bytes, Bytes)> {
         .collect()
 }
 
-/// The response body of a guest whose head is out, `guest` still running or ended as
-/// `end`. What the guest has already written is taken at once: if that is the whole body,
+/// The response body of a guest whose head is out, `guest` how it ended or the guest
+/// still running. What the guest has already written is taken at once: if that is the whole body,
 /// it is sent whole and a guest still running finishes on its own; else the connection's
 /// writer polls the rest straight from the guest (`GuestBody`).
 pub fn forward(
     app: Arc<str>,
     mut source: HyperOutgoingBody,
-    guest: Option<GuestTask>,
-    end: Option<GuestEnd>,
+    guest: Result<GuestEnd, GuestTask>,
 ) -> ResponseBody {
     let mut pieces = VecDeque::new();
     let ended = loop {
@@ -171,12 +170,15 @@ pub fn forward(
             ready: pieces,
             flow: Flow::Forward(source),
             guest,
-            end,
         }));
     };
-    if let Some(guest) = guest {
-        finish_on_its_own(guest);
-    }
+    let end = match guest {
+        Ok(end) => Some(end),
+        Err(running) => {
+            finish_on_its_own(running);
+            None
+        }
+    };
     let abort = match ended {
         Ok(()) => end.and_then(failure),
         Err(error) => Some(error),
@@ -190,8 +192,7 @@ pub fn forward(
             app,
             ready: pieces,
             flow: Flow::Abort(why),
-            guest: None,
-            end,
+            guest: Ok(GuestEnd::Done),
         })),
     }
 }
@@ -221,10 +222,8 @@ struct GuestBody {
     app: Arc<str>,
     ready: VecDeque<Bytes>,
     flow: Flow,
-    /// The guest, while it runs.
-    guest: Option<GuestTask>,
-    /// How the guest ended, once it has.
-    end: Option<GuestEnd>,
+    /// How the guest ended, or the guest while it runs.
+    guest: Result<GuestEnd, GuestTask>,
 }
 
 enum Flow {
@@ -241,11 +240,10 @@ impl BodyStream for GuestBody {
         if let Some(piece) = self.ready.pop_front() {
             return Poll::Ready(Some(Ok(piece)));
         }
-        if let Some(guest) = &mut self.guest
-            && let Poll::Ready(end) = guest.as_mut().poll(cx)
+        if let Err(running) = &mut self.guest
+            && let Poll::Ready(end) = running.as_mut().poll(cx)
         {
-            self.guest = None;
-            self.end = Some(end);
+            self.guest = Ok(end);
         }
         loop {
             match &mut self.flow {
@@ -263,7 +261,8 @@ impl BodyStream for GuestBody {
                     Poll::Ready(None) => self.flow = Flow::Ended(Ok(())),
                 },
                 Flow::Ended(ended) => {
-                    let Some(end) = self.end else {
+                    // (A guest still running was polled above: it wakes this task.)
+                    let Ok(end) = self.guest else {
                         return Poll::Pending;
                     };
                     let why = match ended {
@@ -289,8 +288,9 @@ impl BodyStream for GuestBody {
 impl Drop for GuestBody {
     fn drop(&mut self) {
         // The client is gone: the guest's writes now fail, and it ends on its own.
-        if let Some(guest) = self.guest.take() {
-            finish_on_its_own(guest);
+        let ended = Ok(GuestEnd::Done);
+        if let Err(running) = std::mem::replace(&mut self.guest, ended) {
+            finish_on_its_own(running);
         }
     }
 }
@@ -323,7 +323,7 @@ mod tests {
         let (tx, source) = channel_body();
         let (end_tx, end_rx) = tokio::sync::oneshot::channel();
         let guest: GuestTask = Box::pin(async move { end_rx.await.unwrap_or(GuestEnd::Failed) });
-        let mut body = forward(Arc::from("app"), source, Some(guest), None);
+        let mut body = forward(Arc::from("app"), source, Err(guest));
         tx.send(Bytes::from_static(b"a")).await.expect("open");
         let first = next(&mut body).await.and_then(Result::ok);
         assert_eq!(first, Some(Bytes::from_static(b"a")));
@@ -345,7 +345,7 @@ mod tests {
         tx.send(Bytes::from_static(b"ab")).await.expect("open");
         tx.send(Bytes::from_static(b"c")).await.expect("open");
         drop(tx);
-        let body = forward(Arc::from("app"), source, None, Some(GuestEnd::Done));
+        let body = forward(Arc::from("app"), source, Ok(GuestEnd::Done));
         assert!(matches!(body, ResponseBody::Full(bytes) if bytes == "abc"));
     }
 

@@ -224,11 +224,11 @@ impl ComponentApp {
             }
         };
         let (parts, source) = response.into_parts();
-        let (guest, end) = match rest {
-            Rest::Ended(end) => (None, Some(end)),
-            Rest::Running(guest) => (Some(guest), None),
+        let guest = match rest {
+            Rest::Ended(end) => Ok(end),
+            Rest::Running(guest) => Err(guest),
         };
-        let body = exchange::forward(Arc::clone(&self.name), source, guest, end);
+        let body = exchange::forward(Arc::clone(&self.name), source, guest);
         Response {
             status: parts.status.as_u16(),
             headers: exchange::response_headers(&parts.headers),
