@@ -34,12 +34,7 @@ impl ListenerHandler {
 }
 
 impl Handler for ListenerHandler {
-    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send {
-        let served = self.handle_completing(request);
-        async move { served.await.0 }
-    }
-
-    fn handle_completing(
+    fn serve(
         &self,
         request: Request,
     ) -> impl Future<Output = (Response, Option<Completion>)> + Send {

@@ -6,17 +6,31 @@
 //! do not keep. It owns connection handling — keep-alive, pipelining, chunked request
 //! bodies, `Expect: 100-continue`, streamed responses with back-pressure, timeouts and
 //! size limits — and hands each request to a `Handler`.
+//!
+//! Laid out as hyper's `proto/h1` is, one concern per file: `head` parses and checks
+//! request heads (pure, one error type mapped to a status in one place), `decode` takes
+//! request bodies out of the read buffer, `encode` writes response heads and chooses
+//! their framing, `output` is the write half and sends whole responses, `conn` is one
+//! connection's state machine, and `server` the accept loop. This file holds the types
+//! a handler sees.
 
 mod body;
+mod conn;
 mod deadline;
+mod decode;
+mod encode;
+mod head;
 pub mod host;
+mod output;
 pub mod pipe;
-mod response;
 mod server;
 pub mod target;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,8 +39,10 @@ use tokio::sync::mpsc;
 use crate::counter::Counter;
 
 pub use body::{BodyError, RequestBody};
-pub(crate) use response::push_decimal;
-pub use server::{ConnectionInfo, Listener, is_safe_field_name, serve, serve_connection};
+pub use conn::{ConnectionInfo, serve_connection};
+pub(crate) use encode::push_decimal;
+pub use head::is_safe_field_name;
+pub use server::{Listener, serve};
 pub use target::{Target, TargetError};
 
 /// A request as the client sent it, with the facts every reader of it derives from the
@@ -134,18 +150,27 @@ pub struct Response {
 pub enum ResponseBody {
     Empty,
     Full(Bytes),
-    /// Pieces as the producer sends them; `Err` aborts the response (the connection is
-    /// closed, so the client sees a truncated body). The channel is bounded, so a slow
-    /// client slows the producer.
-    Stream(mpsc::Receiver<Result<Bytes, StreamAbort>>),
-    /// The same, from a `pipe`.
-    Pipe(pipe::PipeReader),
+    /// Pieces polled by the writer as it sends them, so a slow client slows the producer.
+    Stream(Box<dyn BodyStream + Send>),
 }
 
-impl ResponseBody {
-    /// Whether the pieces arrive while the response is being sent.
-    pub fn is_streamed(&self) -> bool {
-        matches!(self, Self::Stream(_) | Self::Pipe(_))
+/// A response body whose pieces arrive while the response is being sent: a `pipe`, a
+/// component's outgoing body, a channel.
+pub trait BodyStream {
+    /// The next piece; `Ready(None)` once the body is complete. `Err` aborts the response:
+    /// the connection is closed, so the client sees a truncated body.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAbort>>>;
+
+    /// The writer is done with the body. An implementation may keep the box for its next
+    /// response (a pipe does, so that a response costs no allocation); by default it is
+    /// dropped.
+    fn recycle(self: Box<Self>) {}
+}
+
+/// Pieces sent from another task; the channel's bound is the back-pressure.
+impl BodyStream for mpsc::Receiver<Result<Bytes, StreamAbort>> {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAbort>>> {
+        self.poll_recv(cx)
     }
 }
 
@@ -172,15 +197,11 @@ pub type Completion = Box<dyn FnOnce(&Sent) + Send>;
 
 /// Serves requests.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
-
-    /// `handle`, plus work to run once the response is written; the server calls this.
-    fn handle_completing(
+    /// The response to `request`, and work to run once it is written (or could not be).
+    fn serve(
         &self,
         request: Request,
-    ) -> impl Future<Output = (Response, Option<Completion>)> + Send {
-        async move { (self.handle(request).await, None) }
-    }
+    ) -> impl Future<Output = (Response, Option<Completion>)> + Send;
 }
 
 /// Connection and request counters of the data plane, for `/status`.

@@ -7,17 +7,32 @@
 //! one request to the next (`Pipe::recycle`): most requests then allocate nothing here.
 //! A producer that answers before anyone reads (a guest run inline on the connection's
 //! task) leaves its whole response in the pipe, where the connection finds it at once.
+//! The box the connection's writer polls the body through (`PipeReader::into_body`) is
+//! kept for a next body once the writer is done with it, for the same reason.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use super::StreamAbort;
+use super::{BodyStream, ResponseBody, StreamAbort};
 
 /// Body pieces a pipe holds before the producer has to wait for the client.
 pub const PIPE_PIECES: usize = 4;
+
+/// Most empty body boxes a thread keeps.
+const SPARE_BOXES: usize = 16;
+
+thread_local! {
+    /// Boxes of bodies the writer is done with, empty, for the next bodies made on this
+    /// thread. Kept per thread rather than per pipe: a pipe whose last reader is still
+    /// being written out is replaced by a fresh one, and its box would go with it.
+    // The boxes are what is kept: a body is sent in one.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<BoxedReader>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// The status line and fields a producer sends first.
 #[derive(Debug)]
@@ -177,6 +192,22 @@ impl PipeReader {
         Poll::Pending
     }
 
+    /// The body, as the connection's writer polls it.
+    pub fn into_body(self) -> ResponseBody {
+        let spare = SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten();
+        let boxed = match spare {
+            Some(mut boxed) => {
+                boxed.0 = Some(self);
+                boxed
+            }
+            None => Box::new(BoxedReader(Some(self))),
+        };
+        ResponseBody::Stream(boxed)
+    }
+
     /// The head if it has been sent, without waiting.
     pub fn take_head(&mut self) -> Option<ResponseHead> {
         self.state().head.take()
@@ -200,6 +231,30 @@ impl PipeReader {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// A reader in a box that is kept, empty, between bodies.
+struct BoxedReader(Option<PipeReader>);
+
+impl BodyStream for BoxedReader {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAbort>>> {
+        match &mut self.0 {
+            Some(reader) => reader.poll_piece(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn recycle(mut self: Box<Self>) {
+        // The reader goes now: the pipe is free for its next response only then.
+        drop(self.0.take());
+        // (Off the thread's lifetime, the box is just dropped.)
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_BOXES {
+                spare.push(self);
+            }
+        });
     }
 }
 
@@ -316,6 +371,31 @@ mod tests {
         tokio::task::yield_now().await;
         drop(reader);
         assert_eq!(producer.await.expect("producer"), Err(ReaderGone));
+    }
+
+    #[tokio::test]
+    async fn the_body_box_is_kept_for_the_next_body_whichever_pipe_it_comes_through() {
+        let (pipe, reader) = Pipe::new();
+        pipe.try_push(Bytes::from_static(b"a")).expect("room");
+        pipe.end();
+        let ResponseBody::Stream(mut body) = reader.into_body() else {
+            panic!("a pipe's body is streamed");
+        };
+        let first: *const BoxedReader = std::ptr::from_ref(&*body).cast();
+        assert!(poll_fn(|cx| body.poll_piece(cx)).await.is_some());
+        assert!(poll_fn(|cx| body.poll_piece(cx)).await.is_none());
+        body.recycle();
+        let (_pipe, reader) = pipe.recycle();
+        let ResponseBody::Stream(body) = reader.into_body() else {
+            panic!("a pipe's body is streamed");
+        };
+        assert_eq!(std::ptr::from_ref(&*body).cast::<BoxedReader>(), first);
+        body.recycle();
+        let (_other, reader) = Pipe::new();
+        let ResponseBody::Stream(body) = reader.into_body() else {
+            panic!("a pipe's body is streamed");
+        };
+        assert_eq!(std::ptr::from_ref(&*body).cast::<BoxedReader>(), first);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::{LoadedModule, Runtime};
 use crate::http::host::push_ip;
 use crate::http::pipe::ResponseHead;
 use crate::http::push_decimal;
-use crate::http::{self, BodyError, Request, Response, ResponseBody};
+use crate::http::{self, BodyError, Request, Response};
 
 pub struct WasmApp {
     /// For log lines (the pool has it too, for the guest's side of a request).
@@ -169,7 +169,7 @@ impl WasmApp {
             Ok(head) => Response {
                 status: head.status,
                 headers: head.headers,
-                body: ResponseBody::Pipe(response),
+                body: response.into_body(),
             },
             Err(GuestEnd::TimedOut) => http::error_response(503),
             Err(GuestEnd::Done | GuestEnd::Failed) => http::error_response(500),

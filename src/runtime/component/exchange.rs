@@ -1,18 +1,20 @@
 //! How Wharf's request and response types map onto `wasi:http`'s: the request head and a
 //! body that streams from the connection as the guest reads it, and the guest's response
-//! body forwarded piece by piece to the connection as the guest writes it.
+//! body polled piece by piece by the connection's writer as the guest writes it.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
-use http_body::Frame;
+use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt as _, StreamBody};
-use tokio::sync::mpsc;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::http::{BodyError, Request, RequestBody, ResponseBody, StreamAbort};
-
-/// Pieces of response body in flight between a guest and its client.
-const BODY_PIPELINE: usize = 4;
+use super::super::guest_task::{GuestEnd, GuestTask};
+use crate::http::{BodyError, BodyStream, Request, RequestBody, ResponseBody, StreamAbort};
 
 /// A request the guest cannot be shown; the client gets 400.
 #[derive(Debug, thiserror::Error)]
@@ -138,94 +140,214 @@ pub fn response_headers(headers: &http::HeaderMap) -> Vec<(Bytes, Bytes)> {
         .collect()
 }
 
-/// What is left to forward of a response body once its head is out.
-pub enum Forward {
-    /// The whole body was at hand.
-    Done(ResponseBody),
-    /// More is to come: the server reads `body`; `pump` must run to feed it.
-    Streaming { body: ResponseBody, pump: Pump },
-}
-
-/// Feeds a streamed response body from the guest's body to the connection.
-pub struct Pump {
-    source: HyperOutgoingBody,
-    sink: mpsc::Sender<Result<Bytes, StreamAbort>>,
-}
-
-/// Takes what the guest has already written; if that is the whole body, no task is needed.
-/// `failed` says the guest ended in error (so the body, however it ends, is cut short).
-pub fn forward_ready(mut source: HyperOutgoingBody, failed: Option<String>) -> Forward {
-    let mut pieces = Vec::new();
-    let end = loop {
+/// The response body of a guest whose head is out, `guest` how it ended or the guest
+/// still running. What the guest has already written is taken at once: if that is the whole body,
+/// it is sent whole and a guest still running finishes on its own; else the connection's
+/// writer polls the rest straight from the guest (`GuestBody`).
+pub fn forward(
+    app: Arc<str>,
+    mut source: HyperOutgoingBody,
+    guest: Result<GuestEnd, GuestTask>,
+) -> ResponseBody {
+    let mut pieces = VecDeque::new();
+    let ended = loop {
         match source.frame().now_or_never() {
             Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data()
                     && !data.is_empty()
                 {
-                    pieces.push(data);
+                    pieces.push_back(data);
                 }
             }
-            Some(Some(Err(e))) => break Some(Some(e.to_string())),
-            Some(None) => break Some(None),
+            Some(Some(Err(e))) => break Some(Err(e.to_string())),
+            Some(None) => break Some(Ok(())),
             None => break None,
         }
     };
-    let complete = end.is_some();
-    let abort = match end {
-        Some(None) => failed,
-        Some(Some(error)) => Some(error),
-        None => None,
+    let Some(ended) = ended else {
+        return ResponseBody::Stream(Box::new(GuestBody {
+            app,
+            ready: pieces,
+            flow: Flow::Forward(source),
+            guest,
+        }));
     };
-    if complete && abort.is_none() {
-        return Forward::Done(match pieces.len() {
-            0 => ResponseBody::Empty,
-            1 => ResponseBody::Full(pieces.remove(0)),
-            _ => ResponseBody::Full(pieces.concat().into()),
-        });
-    }
-    let (sink, body) = mpsc::channel(pieces.len() + BODY_PIPELINE);
-    for piece in pieces {
-        // The channel has room for every piece gathered.
-        let _ = sink.try_send(Ok(piece));
-    }
-    match (complete, abort) {
-        (true, Some(why)) => {
-            let _ = sink.try_send(Err(StreamAbort(why)));
-            Forward::Done(ResponseBody::Stream(body))
+    let end = match guest {
+        Ok(end) => Some(end),
+        Err(running) => {
+            finish_on_its_own(running);
+            None
         }
-        _ => Forward::Streaming {
-            body: ResponseBody::Stream(body),
-            pump: Pump { source, sink },
-        },
+    };
+    let abort = match ended {
+        Ok(()) => end.and_then(failure),
+        Err(error) => Some(error),
+    };
+    match abort {
+        None if pieces.len() <= 1 => pieces
+            .pop_front()
+            .map_or(ResponseBody::Empty, ResponseBody::Full),
+        None => ResponseBody::Full(pieces.make_contiguous().concat().into()),
+        Some(why) => ResponseBody::Stream(Box::new(GuestBody {
+            app,
+            ready: pieces,
+            flow: Flow::Abort(why),
+            guest: Ok(GuestEnd::Done),
+        })),
     }
 }
 
-impl Pump {
-    /// Forwards pieces until the body ends; `Err` says why it was cut short. Returns
-    /// early if the client is gone, dropping the guest's body so its writes fail.
-    pub async fn run(self) -> (mpsc::Sender<Result<Bytes, StreamAbort>>, Result<(), String>) {
-        let Self { mut source, sink } = self;
+/// Lets a guest that still runs after its response finish on a task of its own.
+pub fn finish_on_its_own(guest: GuestTask) {
+    // Off a runtime (a body dropped in a test), the guest is dropped instead.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(guest);
+    }
+}
+
+/// Why a body is cut short when its guest ended as `end`.
+fn failure(end: GuestEnd) -> Option<String> {
+    match end {
+        GuestEnd::Done => None,
+        GuestEnd::Failed => Some("the guest failed".to_owned()),
+        GuestEnd::TimedOut => Some("the request timed out".to_owned()),
+    }
+}
+
+/// A guest's response body as the connection's writer polls it: the pieces written before
+/// the head was taken, then the rest as the guest writes it, the guest itself polled here
+/// too, so a streamed response needs no task or channel of its own. Once the body ends,
+/// the guest's end decides whether it ends complete or cut short.
+struct GuestBody {
+    app: Arc<str>,
+    ready: VecDeque<Bytes>,
+    flow: Flow,
+    /// How the guest ended, or the guest while it runs.
+    guest: Result<GuestEnd, GuestTask>,
+}
+
+enum Flow {
+    Forward(HyperOutgoingBody),
+    /// The guest's body ended (`Err`: broke); its end is awaited.
+    Ended(Result<(), String>),
+    /// The body is cut short for this reason, after the pieces left.
+    Abort(String),
+    Done,
+}
+
+impl BodyStream for GuestBody {
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAbort>>> {
+        if let Some(piece) = self.ready.pop_front() {
+            return Poll::Ready(Some(Ok(piece)));
+        }
+        if let Err(running) = &mut self.guest
+            && let Poll::Ready(end) = running.as_mut().poll(cx)
+        {
+            self.guest = Ok(end);
+        }
         loop {
-            match source.frame().await {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
-                        // Trailers: the data plane does not send them.
-                        continue;
-                    };
-                    if !data.is_empty() && sink.send(Ok(data)).await.is_err() {
-                        return (sink, Ok(()));
+            match &mut self.flow {
+                Flow::Forward(source) => match Pin::new(source).poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Trailers are not sent: the data plane does not send them.
+                        if let Ok(data) = frame.into_data()
+                            && !data.is_empty()
+                        {
+                            return Poll::Ready(Some(Ok(data)));
+                        }
                     }
+                    Poll::Ready(Some(Err(e))) => self.flow = Flow::Ended(Err(e.to_string())),
+                    Poll::Ready(None) => self.flow = Flow::Ended(Ok(())),
+                },
+                Flow::Ended(ended) => {
+                    // (A guest still running was polled above: it wakes this task.)
+                    let Ok(end) = self.guest else {
+                        return Poll::Pending;
+                    };
+                    let why = match ended {
+                        Err(e) => {
+                            tracing::warn!(app = %self.app, "the response body failed: {e}");
+                            Some(std::mem::take(e))
+                        }
+                        Ok(()) => failure(end),
+                    };
+                    self.flow = why.map_or(Flow::Done, Flow::Abort);
                 }
-                Some(Err(e)) => return (sink, Err(e.to_string())),
-                None => return (sink, Ok(())),
+                Flow::Abort(why) => {
+                    let why = std::mem::take(why);
+                    self.flow = Flow::Done;
+                    return Poll::Ready(Some(Err(StreamAbort(why))));
+                }
+                Flow::Done => return Poll::Ready(None),
             }
+        }
+    }
+}
+
+impl Drop for GuestBody {
+    fn drop(&mut self) {
+        // The client is gone: the guest's writes now fail, and it ends on its own.
+        let ended = Ok(GuestEnd::Done);
+        if let Err(running) = std::mem::replace(&mut self.guest, ended) {
+            finish_on_its_own(running);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    /// A guest's body fed through a channel, ending when the sender goes.
+    fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, HyperOutgoingBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+            let piece = rx.recv().await?;
+            Some((Ok::<_, wasmtime_wasi_http::Error>(Frame::data(piece)), rx))
+        });
+        (tx, StreamBody::new(frames).boxed_unsync())
+    }
+
+    async fn next(body: &mut ResponseBody) -> Option<Result<Bytes, StreamAbort>> {
+        let ResponseBody::Stream(stream) = body else {
+            panic!("a streamed body");
+        };
+        std::future::poll_fn(|cx| stream.poll_piece(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_ends_as_its_guest_does() {
+        let (tx, source) = channel_body();
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel();
+        let guest: GuestTask = Box::pin(async move { end_rx.await.unwrap_or(GuestEnd::Failed) });
+        let mut body = forward(Arc::from("app"), source, Err(guest));
+        tx.send(Bytes::from_static(b"a")).await.expect("open");
+        let first = next(&mut body).await.and_then(Result::ok);
+        assert_eq!(first, Some(Bytes::from_static(b"a")));
+        drop(tx);
+        // The guest's body is complete, but the guest runs on: the end waits for it.
+        let early = tokio::time::timeout(Duration::from_millis(50), next(&mut body)).await;
+        assert!(early.is_err());
+        end_tx.send(GuestEnd::TimedOut).expect("the guest waits");
+        assert!(matches!(
+            next(&mut body).await,
+            Some(Err(StreamAbort(why))) if why == "the request timed out"
+        ));
+        assert!(next(&mut body).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_at_hand_is_sent_whole() {
+        let (tx, source) = channel_body();
+        tx.send(Bytes::from_static(b"ab")).await.expect("open");
+        tx.send(Bytes::from_static(b"c")).await.expect("open");
+        drop(tx);
+        let body = forward(Arc::from("app"), source, Ok(GuestEnd::Done));
+        assert!(matches!(body, ResponseBody::Full(bytes) if bytes == "abc"));
+    }
 
     fn host(value: &'static str) -> Vec<(Bytes, Bytes)> {
         vec![(

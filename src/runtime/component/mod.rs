@@ -27,7 +27,6 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use self::exchange::{Forward, forward_ready};
 use self::host::ComponentHost;
 use self::spec::ComponentSpec;
 use super::guest_task::{self, GuestEnd, GuestTask, TimedOut, run_until_progress, within};
@@ -35,7 +34,7 @@ use super::limits::Limits;
 use super::pool::PoolCounts;
 use super::slow_lane::SlowLane;
 use super::{Loaded, Runtime};
-use crate::http::{self, Request, Response, StreamAbort};
+use crate::http::{self, Request, Response};
 
 pub struct ComponentApp {
     name: Arc<str>,
@@ -224,42 +223,11 @@ impl ComponentApp {
             }
         };
         let (parts, source) = response.into_parts();
-        let failed = match rest {
-            Rest::Ended(GuestEnd::Done) | Rest::Running(_) => None,
-            Rest::Ended(GuestEnd::Failed) => Some("the guest failed".to_owned()),
-            Rest::Ended(GuestEnd::TimedOut) => Some("the request timed out".to_owned()),
+        let guest = match rest {
+            Rest::Ended(end) => Ok(end),
+            Rest::Running(guest) => Err(guest),
         };
-        let body = match forward_ready(source, failed) {
-            Forward::Done(body) => {
-                spawn_rest(rest);
-                body
-            }
-            Forward::Streaming { body, pump } => {
-                let name = Arc::clone(&self.name);
-                tokio::spawn(async move {
-                    let guest = async move {
-                        match rest {
-                            Rest::Ended(end) => end,
-                            Rest::Running(guest) => guest.await,
-                        }
-                    };
-                    let (end, (sink, pumped)) = tokio::join!(guest, pump.run());
-                    let why = match (end, pumped) {
-                        (_, Err(e)) => {
-                            tracing::warn!(app = %name, "the response body failed: {e}");
-                            Some(e)
-                        }
-                        (GuestEnd::Done, Ok(())) => None,
-                        (GuestEnd::Failed, Ok(())) => Some("the guest failed".to_owned()),
-                        (GuestEnd::TimedOut, Ok(())) => Some("the request timed out".to_owned()),
-                    };
-                    if let Some(why) = why {
-                        let _ = sink.send(Err(StreamAbort(why))).await;
-                    }
-                });
-                body
-            }
-        };
+        let body = exchange::forward(Arc::clone(&self.name), source, guest);
         Response {
             status: parts.status.as_u16(),
             headers: exchange::response_headers(&parts.headers),
@@ -277,7 +245,7 @@ enum Rest {
 /// Lets a guest that still runs finish on its own.
 fn spawn_rest(rest: Rest) {
     if let Rest::Running(guest) = rest {
-        tokio::spawn(guest);
+        exchange::finish_on_its_own(guest);
     }
 }
 
