@@ -405,10 +405,10 @@ fn a_full_queue_answers_503_at_once() {
     setup.assert_recovered("a full queue");
 }
 
-/// Waits until the hostile app has `n` instances busy (per `/status`).
+/// Waits until the hostile app has `n` instances busy (per `/status`: requests active).
 fn wait_for_running(setup: &Setup, n: u64) {
     let running = || {
-        setup.server.get("/status").json()["applications"]["hostile"]["processes"]["running"]
+        setup.server.get("/status").json()["applications"]["hostile"]["requests"]["active"]
             .as_u64()
             .unwrap_or(0)
     };

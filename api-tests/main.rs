@@ -27,6 +27,7 @@ mod limits;
 mod listeners;
 mod methods;
 mod persistence;
+mod resources;
 mod routing;
 mod serving;
 mod status;

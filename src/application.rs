@@ -17,45 +17,26 @@ use wasmtime::component::Component;
 
 use crate::generation::ApplyError;
 use crate::http::{Request, Response};
-use crate::runtime::app::WasmApp;
+use crate::runtime::code::{Code, CodeFile};
 use crate::runtime::component::ComponentApp;
-use crate::runtime::pool::PoolCounts;
-use crate::runtime::{FileStamp, Loaded, ModuleHash, Runtime};
+use crate::runtime::unit::WasmApp;
+use crate::runtime::{FileStamp, InstanceCounts, ModuleHash, Runtime};
 
 pub struct Application {
-    running: Running,
+    runner: Runner,
     config: Value,
     hash: ModuleHash,
     /// The file's stamp when its bytes were last seen to be `hash`'s.
     stamp: Mutex<Option<FileStamp>>,
+    /// The compiled code, held so that it stays shared (not compiled again) for as long
+    /// as this app runs it, and no longer.
+    _code: Arc<Code>,
 }
 
-/// The running app, by type.
-enum Running {
+/// What serves the app's requests, by type.
+enum Runner {
     Wasm(WasmApp),
     Component(ComponentApp),
-}
-
-/// An app's file, read and compiled for its type.
-pub enum LoadedCode {
-    Module(Loaded<Module>),
-    Component(Loaded<Component>),
-}
-
-impl LoadedCode {
-    pub fn hash(&self) -> ModuleHash {
-        match self {
-            Self::Module(loaded) => loaded.hash,
-            Self::Component(loaded) => loaded.hash,
-        }
-    }
-
-    fn stamp(&self) -> Option<FileStamp> {
-        match self {
-            Self::Module(loaded) => loaded.stamp,
-            Self::Component(loaded) => loaded.stamp,
-        }
-    }
 }
 
 impl Application {
@@ -88,12 +69,12 @@ impl Application {
         runtime: &Runtime,
         name: &str,
         config: &Value,
-    ) -> Result<LoadedCode, ApplyError> {
+    ) -> Result<CodeFile, ApplyError> {
         let path = code_file(config);
         let loaded = if config.get("type").and_then(Value::as_str) == Some("wasm-wasi-component") {
-            runtime.load(path).await.map(LoadedCode::Component)
+            runtime.load::<Component>(path).await
         } else {
-            runtime.load(path).await.map(LoadedCode::Module)
+            runtime.load::<Module>(path).await
         };
         loaded.map_err(|e| failed(name, &e))
     }
@@ -103,32 +84,32 @@ impl Application {
         runtime: &Runtime,
         name: &str,
         config: &Value,
-        code: LoadedCode,
+        file: CodeFile,
     ) -> Result<Arc<Self>, ApplyError> {
-        let (hash, stamp) = (code.hash(), code.stamp());
-        let running = match code {
-            LoadedCode::Module(loaded) => WasmApp::build(runtime, name, config, loaded)
+        let runner = match &*file.code {
+            Code::Module(module) => WasmApp::build(runtime, name, config, module)
                 .await
-                .map(Running::Wasm),
-            LoadedCode::Component(loaded) => ComponentApp::build(runtime, name, config, loaded)
+                .map(Runner::Wasm),
+            Code::Component(component) => ComponentApp::build(runtime, name, config, component)
                 .await
-                .map(Running::Component),
+                .map(Runner::Component),
         };
-        let running = running.map_err(|e| failed(name, &e))?;
+        let runner = runner.map_err(|e| failed(name, &e))?;
         Ok(Arc::new(Self {
-            running,
+            runner,
             config: config.clone(),
-            hash,
-            stamp: Mutex::new(stamp),
+            hash: file.hash,
+            stamp: Mutex::new(file.stamp),
+            _code: file.code,
         }))
     }
 
     /// Whether this app already runs `code`; if so, the file's new stamp is recorded
     /// (it was written, or only touched, but holds the same bytes).
-    pub fn keeps(&self, code: &LoadedCode) -> bool {
-        let same = code.hash() == self.hash;
+    pub fn keeps(&self, file: &CodeFile) -> bool {
+        let same = file.hash == self.hash;
         if same && let Ok(mut stamp) = self.stamp.lock() {
-            *stamp = code.stamp();
+            *stamp = file.stamp;
         }
         same
     }
@@ -157,17 +138,17 @@ impl Application {
         recorded.is_some() && FileStamp::of(self.file()) == recorded
     }
 
-    pub fn counts(&self) -> PoolCounts {
-        match &self.running {
-            Running::Wasm(app) => app.counts(),
-            Running::Component(app) => app.counts(),
+    pub fn counts(&self) -> InstanceCounts {
+        match &self.runner {
+            Runner::Wasm(app) => app.counts(),
+            Runner::Component(app) => app.counts(),
         }
     }
 
     pub async fn serve(&self, request: Request) -> Response {
-        match &self.running {
-            Running::Wasm(app) => app.serve(request).await,
-            Running::Component(app) => app.serve(request).await,
+        match &self.runner {
+            Runner::Wasm(app) => app.serve(request).await,
+            Runner::Component(app) => app.serve(request).await,
         }
     }
 }

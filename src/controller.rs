@@ -220,12 +220,6 @@ impl Controller {
         self.listeners
             .activate(listeners, &self.current, &self.settings)
             .await;
-        let in_use = committed
-            .live
-            .module_hashes()
-            .chain(current.live.module_hashes())
-            .collect();
-        self.runtime.retain_modules(&in_use);
         tracing::info!(generation, "reconfiguration done");
         Ok(committed)
     }
@@ -285,16 +279,11 @@ impl Controller {
     /// number stay as they are.
     fn publish_application(&self, current: &Committed, name: &str, app: Arc<Application>) {
         let live = current.live.with_application(name, app);
-        let in_use = live
-            .module_hashes()
-            .chain(current.live.module_hashes())
-            .collect();
         self.current.store(Arc::new(Committed {
             generation: current.generation,
             tree: current.tree.clone(),
             live,
         }));
-        self.runtime.retain_modules(&in_use);
     }
 
     /// The tree of a kept generation, parsed.

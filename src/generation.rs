@@ -19,8 +19,7 @@ use crate::http::{self, Completion, Request, Response};
 use crate::routing::action::Pass;
 use crate::routing::request::RequestInfo;
 use crate::routing::{ListenerPasses, Outcome, Router};
-use crate::runtime::Runtime;
-use crate::runtime::pool::PoolCounts;
+use crate::runtime::{InstanceCounts, Runtime};
 
 /// A valid config that cannot be run; the running generation stays as it was.
 #[derive(Debug, Error)]
@@ -131,15 +130,10 @@ impl Generation {
     }
 
     /// Instance counts of every application, in config order.
-    pub fn application_counts(&self) -> impl Iterator<Item = (&str, PoolCounts)> {
+    pub fn application_counts(&self) -> impl Iterator<Item = (&str, InstanceCounts)> {
         self.applications
             .iter()
             .map(|(name, app)| (name.as_str(), app.counts()))
-    }
-
-    /// The module hashes this generation runs.
-    pub fn module_hashes(&self) -> impl Iterator<Item = crate::runtime::ModuleHash> + '_ {
-        self.applications.iter().map(|(_, app)| app.code_hash())
     }
 
     /// Serves a request that arrived on the listener `address`; the completion, if any,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::runtime::limits::Limits;
-use crate::runtime::unit_abi::{self, Preopen};
+use crate::runtime::wasi::{self, Preopen};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentSpec {
@@ -26,8 +26,8 @@ impl ComponentSpec {
                     .and_then(Value::as_str)
                     .unwrap_or_default(),
             ),
-            environment: unit_abi::environment(app),
-            preopens: unit_abi::preopens(app),
+            environment: wasi::environment(app),
+            preopens: wasi::preopens(app),
             memory_limit: Limits::from_config(app).memory,
         }
     }
