@@ -11,14 +11,14 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Fnv1a64, IO_TIMEOUT, Noise, Response, Server, WAT_BODY, connect_listener, example_guest, fetch,
-    get_from, guest_app, guest_file, listener_key, path_str, read_head, send_noise, vm_rss_kib,
-    wait_until, write_file,
+    Fnv1a64, IO_TIMEOUT, Noise, Response, Server, connect_listener, example_guest, fetch, get_from,
+    guest_app, guest_file, listener_key, median_latency, path_str, read_head, send_noise,
+    vm_rss_kib, wait_until, write_file,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -367,21 +367,6 @@ fn limits_timeout_stops_a_looping_component() {
     let resp = get_from(&key, "/loop");
     assert_eq!(resp.status, 503, "{resp}");
     assert_healthy(&key, "a timed-out loop");
-}
-
-/// Median latency of `count` GETs of the WAT guest on one kept-alive connection.
-fn median_latency(key: &str, count: usize) -> Duration {
-    let mut conn = connect_listener(key).expect("connect");
-    let mut samples: Vec<Duration> = (0..count)
-        .map(|_| {
-            let start = Instant::now();
-            let resp = conn.request("GET", "/", &[], None).expect("a response");
-            assert_eq!(resp.body, WAT_BODY, "{resp}");
-            start.elapsed()
-        })
-        .collect();
-    samples.sort();
-    samples[count / 2]
 }
 
 #[test]

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     Response, Server, WAT_BODY, Wat, connect_listener, fetch, get_from, guest_app, listener_key,
-    path_str, wasm_app, write_file,
+    median_latency, path_str, wasm_app, write_file,
 };
 
 /// `limits.timeout` of the hostile apps, in seconds.
@@ -417,21 +417,6 @@ fn wait_for_running(setup: &Setup, n: u64) {
         "the hostile app never had {n} busy instances\n{}",
         setup.log()
     );
-}
-
-/// Median latency of `count` GETs on one kept-alive connection.
-fn median_latency(key: &str, count: usize) -> Duration {
-    let mut conn = connect_listener(key).expect("connect");
-    let mut samples: Vec<Duration> = (0..count)
-        .map(|_| {
-            let start = Instant::now();
-            let resp = conn.request("GET", "/", &[], None).expect("a response");
-            assert_eq!(resp.status, 200, "{resp}");
-            start.elapsed()
-        })
-        .collect();
-    samples.sort();
-    samples[count / 2]
 }
 
 #[test]

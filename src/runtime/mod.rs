@@ -208,3 +208,33 @@ impl Runtime {
         &self.component_linker
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &str = r#"(module (memory 1) (data (i32.const 0) "x"))"#;
+
+    fn entries(runtime: &Runtime) -> usize {
+        runtime.compiled.lock().map_or(0, |compiled| compiled.len())
+    }
+
+    #[tokio::test]
+    async fn code_is_shared_while_held_and_forgotten_after() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, b) = (dir.path().join("a.wat"), dir.path().join("b.wat"));
+        std::fs::write(&a, MODULE).expect("write");
+        std::fs::write(&b, MODULE.replace('x', "y")).expect("write");
+        let runtime = Runtime::new().expect("runtime");
+
+        let first = runtime.load::<wasmtime::Module>(&a).await.expect("loads");
+        let again = runtime.load::<wasmtime::Module>(&a).await.expect("loads");
+        assert!(Arc::ptr_eq(&first.code, &again.code), "one compiled copy");
+        drop((first, again));
+
+        // Nothing holds `a`'s code any more: loading another module forgets it.
+        let other = runtime.load::<wasmtime::Module>(&b).await.expect("loads");
+        assert_eq!(entries(&runtime), 1);
+        drop(other);
+    }
+}
