@@ -310,3 +310,78 @@ pub fn yield_at_every_tick<T: 'static>(store: &mut Store<T>, clock: fn(&mut T) -
         ))
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    impl HeadSource for oneshot::Receiver<&'static str> {
+        type Head = &'static str;
+
+        fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Option<&'static str>> {
+            Pin::new(self).poll(cx).map(Result::ok)
+        }
+
+        fn take_head(&mut self) -> Option<&'static str> {
+            self.try_recv().ok()
+        }
+    }
+
+    fn on_slow_lane() -> bool {
+        std::thread::current().name() == Some("wasm-slow-lane")
+    }
+
+    /// A guest that sends its head (or not), then keeps the CPU: it raises the flag its
+    /// epoch callback would, and ends only once it runs on the slow lane.
+    fn spinner(head: Option<oneshot::Sender<&'static str>>, flag: Arc<AtomicBool>) -> GuestTask {
+        Box::pin(async move {
+            if let Some(head) = head {
+                let _ = head.send("head");
+            }
+            flag.store(true, Ordering::Relaxed);
+            while !on_slow_lane() {
+                tokio::task::yield_now().await;
+            }
+            GuestEnd::Done
+        })
+    }
+
+    #[tokio::test]
+    async fn a_guest_spinning_after_its_head_moves_to_the_slow_lane() {
+        let lane = SlowLane::start().expect("the slow lane");
+        let (tx, mut rx) = oneshot::channel();
+        let flag = Arc::new(AtomicBool::new(false));
+        let guest = Guest::new(spinner(Some(tx), Arc::clone(&flag)), flag);
+        let (head, rest) = guest.until_head(&mut rx, &lane).await.expect("a head");
+        assert_eq!(head, "head");
+        let end = tokio::time::timeout(Duration::from_secs(30), rest.finish(&lane)).await;
+        assert_eq!(end.ok(), Some(GuestEnd::Done), "it ended on the slow lane");
+    }
+
+    #[tokio::test]
+    async fn a_guest_spinning_before_its_head_moves_to_the_slow_lane() {
+        let lane = SlowLane::start().expect("the slow lane");
+        let (_tx, mut rx) = oneshot::channel::<&'static str>();
+        let flag = Arc::new(AtomicBool::new(false));
+        let guest = Guest::new(spinner(None, Arc::clone(&flag)), flag);
+        let ended = tokio::time::timeout(Duration::from_secs(30), guest.until_head(&mut rx, &lane));
+        assert!(
+            matches!(ended.await, Ok(Err(GuestEnd::Done))),
+            "it ended, headless, on the slow lane"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_guest_that_answers_at_once_stays_here() {
+        let lane = SlowLane::start().expect("the slow lane");
+        let (tx, mut rx) = oneshot::channel();
+        let task: GuestTask = Box::pin(async move {
+            let _ = tx.send("head");
+            GuestEnd::Done
+        });
+        let guest = Guest::new(task, Arc::new(AtomicBool::new(false)));
+        let (head, rest) = guest.until_head(&mut rx, &lane).await.expect("a head");
+        assert_eq!((head, rest.ended()), ("head", Some(GuestEnd::Done)));
+    }
+}
