@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     Fnv1a64, IO_TIMEOUT, Noise, Response, Server, connect_listener, example_guest, fetch, get_from,
-    guest_file, listener_key, path_str, read_head, send_noise, vm_rss_kib, wait_until, write_file,
+    guest_app, guest_file, listener_key, median_latency, path_str, read_head, send_noise,
+    vm_rss_kib, wait_until, write_file,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -366,6 +367,74 @@ fn limits_timeout_stops_a_looping_component() {
     let resp = get_from(&key, "/loop");
     assert_eq!(resp.status, 503, "{resp}");
     assert_healthy(&key, "a timed-out loop");
+}
+
+#[test]
+fn a_component_spinning_after_its_head_does_not_delay_a_neighbour() {
+    // As a looping `wasm` guest does not (limits.rs): a component that sends its head
+    // and then keeps the CPU moves to the slow lane too.
+    let server = Server::start();
+    let (healthy, hostile) = (listener_key(), listener_key());
+    let mut spinner = component_app("hostile-component");
+    spinner["limits"] = json!({"timeout": 1});
+    server.load(&json!({
+        "listeners": {
+            healthy.clone(): {"pass": "applications/healthy"},
+            hostile.clone(): {"pass": "applications/spinner"}
+        },
+        "applications": {"healthy": guest_app(server.dir(), "healthy.wasm"), "spinner": spinner}
+    }));
+    median_latency(&healthy, 50);
+    let idle = median_latency(&healthy, 300);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let heads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hammers: Vec<_> = (0..32)
+        .map(|_| {
+            let (stop, heads, key) = (Arc::clone(&stop), Arc::clone(&heads), hostile.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut stream) = TcpStream::connect(&key) else {
+                        continue;
+                    };
+                    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+                    let request = "GET /loop-after-head HTTP/1.1\r\nHost: localhost\r\n\r\n";
+                    if stream.write_all(request.as_bytes()).is_err() {
+                        continue;
+                    }
+                    if matches!(read_head(&mut stream), Ok((200, _))) {
+                        heads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The body is cut short at the timeout: read until the server closes.
+                    let _ = io::copy(&mut stream, &mut io::sink());
+                }
+            })
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || heads.load(Ordering::Relaxed)
+            >= 32),
+        "the spinning component never sent its heads\n{}",
+        server.log()
+    );
+    let loaded = median_latency(&healthy, 300);
+    stop.store(true, Ordering::Relaxed);
+    for hammer in hammers {
+        hammer.join().expect("joins");
+    }
+    eprintln!(
+        "healthy app median latency: idle {idle:?}, while a component spins after its head \
+         under 32 connections {loaded:?} ({:.2}x)",
+        loaded.as_secs_f64() / idle.as_secs_f64()
+    );
+    // The bound of limits.rs: generous, so that a busy CI machine does not make it flaky.
+    assert!(
+        loaded <= idle * 10 + Duration::from_millis(5),
+        "the healthy app slowed from {idle:?} to {loaded:?} while a component spun after \
+         its head"
+    );
+    let resp = get_from(&hostile, "/request");
+    assert_eq!(resp.status, 200, "the spinner serves again: {resp}");
 }
 
 #[test]

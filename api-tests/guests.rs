@@ -4,7 +4,8 @@
 //! starts (`_initialize`, the malloc handler, `module_init_handler`) fails the change
 //! with 500 `Failed to apply new configuration.` and a detail naming the app and the
 //! file, and leaves the committed tree and the running apps as they were. Plus what a
-//! guest sees of its app's `environment` (a WAT guest that prints its WASI environment).
+//! guest sees of its app's `environment` (a WAT guest that prints its WASI environment),
+//! and where what it prints on stdout and stderr goes: to the log, tagged with the app.
 
 use std::path::Path;
 
@@ -459,5 +460,66 @@ fn the_guest_sees_its_apps_environment() {
     assert!(
         !env.iter().any(|(k, _)| k == "UNICODE"),
         "a removed variable is gone: {env:?}"
+    );
+}
+
+/// A guest that prints a line on stdout and one on stderr (WASI `fd_write`) at each
+/// request, then answers.
+fn printing_guest() -> Wat {
+    Wat {
+        imports: "(import \"wasi_snapshot_preview1\" \"fd_write\"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))"
+            .to_string(),
+        // Two iovecs (address, length) at 100 and 108, the texts at 200 and 240.
+        extra: "(data (i32.const 100) \"\\c8\\00\\00\\00\\12\\00\\00\\00\\f0\\00\\00\\00\\12\\00\\00\\00\")
+  (data (i32.const 200) \"printed on stdout\\n\")
+  (data (i32.const 240) \"printed on stderr\\n\")"
+            .to_string(),
+        handler: "
+    (drop (call $fd_write (i32.const 1) (i32.const 100) (i32.const 1) (i32.const 120)))
+    (drop (call $fd_write (i32.const 2) (i32.const 108) (i32.const 1) (i32.const 120)))
+    (call $respond (local.get $addr))
+    (i32.const 0)"
+            .to_string(),
+        ..Wat::default()
+    }
+}
+
+#[test]
+fn the_guests_stdout_and_stderr_go_to_the_log_tagged_with_the_app() {
+    let builder = Server::builder();
+    let log = builder.dir().join("wharf.log");
+    let server = builder.arg("--log").arg(&log).start();
+    let key = listener_key();
+    let module = write_file(
+        server.dir(),
+        "printer.wasm",
+        printing_guest().render().as_bytes(),
+    );
+    server.load(&json!({
+        "listeners": {key.clone(): {"pass": "applications/printer"}},
+        "applications": {"printer": wasm_app(&path_str(&module))}
+    }));
+    assert_serves(&key, "a guest that prints");
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    let logged = |stream: &str| {
+        let text = format!("printed on {stream}");
+        let tag = format!("stream=\"{stream}\"");
+        lines()
+            .lines()
+            .any(|l| l.ends_with(&text) && l.contains("app=printer") && l.contains(&tag))
+    };
+    assert!(
+        crate::harness::wait_until(std::time::Duration::from_secs(30), || logged("stdout")
+            && logged("stderr")),
+        "the guest's lines are not in the --log file, tagged with the app:\n{}\n\
+         ----- the server's own output -----\n{}",
+        lines(),
+        server.log()
+    );
+    assert!(
+        !server.log().contains("printed on"),
+        "the guest's output bypassed --log:\n{}",
+        server.log()
     );
 }

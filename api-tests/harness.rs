@@ -1189,6 +1189,21 @@ pub fn connect_listener(key: &str) -> io::Result<Conn> {
     }
 }
 
+/// Median latency of `count` GETs on one kept-alive connection.
+pub fn median_latency(key: &str, count: usize) -> Duration {
+    let mut conn = connect_listener(key).expect("connect");
+    let mut samples: Vec<Duration> = (0..count)
+        .map(|_| {
+            let start = Instant::now();
+            let resp = conn.request("GET", "/", &[], None).expect("a response");
+            assert_eq!(resp.status, 200, "{resp}");
+            start.elapsed()
+        })
+        .collect();
+    samples.sort();
+    samples[count / 2]
+}
+
 /// One request to a listener on a fresh connection (`Host: localhost` is added).
 pub fn fetch(
     key: &str,

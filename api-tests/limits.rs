@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{
     Response, Server, WAT_BODY, Wat, connect_listener, fetch, get_from, guest_app, listener_key,
-    path_str, wasm_app, write_file,
+    median_latency, path_str, wasm_app, write_file,
 };
 
 /// `limits.timeout` of the hostile apps, in seconds.
@@ -405,10 +405,10 @@ fn a_full_queue_answers_503_at_once() {
     setup.assert_recovered("a full queue");
 }
 
-/// Waits until the hostile app has `n` instances busy (per `/status`).
+/// Waits until the hostile app has `n` instances busy (per `/status`: requests active).
 fn wait_for_running(setup: &Setup, n: u64) {
     let running = || {
-        setup.server.get("/status").json()["applications"]["hostile"]["processes"]["running"]
+        setup.server.get("/status").json()["applications"]["hostile"]["requests"]["active"]
             .as_u64()
             .unwrap_or(0)
     };
@@ -417,21 +417,6 @@ fn wait_for_running(setup: &Setup, n: u64) {
         "the hostile app never had {n} busy instances\n{}",
         setup.log()
     );
-}
-
-/// Median latency of `count` GETs on one kept-alive connection.
-fn median_latency(key: &str, count: usize) -> Duration {
-    let mut conn = connect_listener(key).expect("connect");
-    let mut samples: Vec<Duration> = (0..count)
-        .map(|_| {
-            let start = Instant::now();
-            let resp = conn.request("GET", "/", &[], None).expect("a response");
-            assert_eq!(resp.status, 200, "{resp}");
-            start.elapsed()
-        })
-        .collect();
-    samples.sort();
-    samples[count / 2]
 }
 
 #[test]

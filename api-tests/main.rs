@@ -28,6 +28,7 @@ mod listeners;
 mod methods;
 mod persistence;
 mod processes;
+mod resources;
 mod routing;
 mod serving;
 mod status;

@@ -7,16 +7,26 @@ use serde_json::{Value, json};
 use crate::harness::{Server, assert_done, assert_error, echo_config, guest_app, wait_until};
 
 /// Whether an app's status is that of an app serving nothing: exactly the documented
-/// members, nothing running, starting or active. `idle` is any count: applying a config
-/// starts each app, and whether its first instance stays pooled is the server's choice.
+/// members, nothing busy (every running instance idle), starting or active. `idle` is
+/// any count: applying a config starts each app, and whether its first instance stays
+/// pooled is the server's choice.
 fn is_quiet_app(app: &Value) -> bool {
     let processes = &app["processes"];
     app.as_object().map(|o| o.len()) == Some(2)
         && processes.as_object().map(|o| o.len()) == Some(3)
-        && processes["running"] == json!(0)
+        && processes["running"] == processes["idle"]
         && processes["starting"] == json!(0)
         && processes["idle"].is_u64()
         && app["requests"] == json!({"active": 0})
+}
+
+/// `/status` without `modules` (which [`status_lists_the_application_types_served`]
+/// checks).
+fn without_modules(mut status: Value) -> Value {
+    if let Some(status) = status.as_object_mut() {
+        status.shift_remove("modules");
+    }
+    status
 }
 
 /// Waits (bounded) until `/status/applications` lists exactly `names`, all quiet.
@@ -43,7 +53,7 @@ fn status_of_a_fresh_server_is_all_zero() {
     let resp = server.get("/status");
     assert_eq!(resp.status, 200, "{resp}");
     assert_eq!(
-        resp.json(),
+        without_modules(resp.json()),
         json!({
             "connections": {"accepted": 0, "active": 0, "idle": 0, "closed": 0},
             "requests": {"total": 0},
@@ -90,8 +100,8 @@ fn status_sub_paths_work_like_config() {
             "/status/applications/echo/processes",
             echo["processes"].clone(),
         ),
-        ("/status/applications/echo/processes/idle", idle),
-        ("/status/applications/echo/processes/running", json!(0)),
+        ("/status/applications/echo/processes/idle", idle.clone()),
+        ("/status/applications/echo/processes/running", idle),
         ("/status/applications/echo/requests/active", json!(0)),
     ] {
         let resp = server.get(path);
@@ -153,4 +163,48 @@ fn restart_of_an_unknown_application_is_404() {
         assert!(resp.json()["error"].is_string(), "{resp}");
     }
     server.assert_unchanged(&before, "restarts of unknown apps");
+}
+
+#[test]
+fn status_lists_the_application_types_served() {
+    let server = Server::start();
+    let status = server.get("/status").json();
+    let names: Vec<&String> = status.as_object().expect("an object").keys().collect();
+    assert_eq!(
+        names,
+        ["modules", "connections", "requests", "applications"],
+        "Unit's order: {status}"
+    );
+    let modules = server.get("/status/modules").json();
+    let types: Vec<&String> = modules.as_object().expect("an object").keys().collect();
+    assert_eq!(types, ["wasm", "wasm-wasi-component"], "{modules}");
+    for (name, module) in modules.as_object().expect("an object") {
+        let members: Vec<&String> = module.as_object().expect("an object").keys().collect();
+        assert_eq!(members, ["version", "lib"], "{name}: {module}");
+        let version = module["version"].as_str().unwrap_or_default();
+        assert!(
+            !version.is_empty() && version.split('.').all(|p| p.parse::<u32>().is_ok()),
+            "{name}: a dotted version: {module}"
+        );
+        let lib = module["lib"].as_str().unwrap_or_default();
+        assert!(std::path::Path::new(lib).is_file(), "{name}: {module}");
+    }
+    let version = server.get("/status/modules/wasm/version");
+    assert_eq!(version.status, 200, "{version}");
+    assert_error(&server.get("/status/modules/php"), 404, "Invalid path.");
+}
+
+#[test]
+fn running_counts_every_started_instance_idle_ones_included() {
+    let server = Server::start();
+    let mut config = echo_config(server.dir());
+    config["applications"]["echo"]["processes"] = json!(3);
+    server.load(&config);
+    // `processes: 3` starts three instances, all idle until a request comes.
+    let mut last = Value::Null;
+    let ok = wait_until(Duration::from_secs(30), || {
+        last = server.get("/status/applications/echo/processes").json();
+        last == json!({"running": 3, "starting": 0, "idle": 3})
+    });
+    assert!(ok, "three idle instances are three running ones: {last}");
 }

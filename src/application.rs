@@ -17,45 +17,26 @@ use wasmtime::component::Component;
 use crate::config::model::{AppKind, AppSpec};
 use crate::error::ApplyError;
 use crate::http::{Request, Response};
-use crate::runtime::app::WasmApp;
+use crate::runtime::code::{Code, CodeFile};
 use crate::runtime::component::ComponentApp;
-use crate::runtime::pool::PoolCounts;
-use crate::runtime::{FileStamp, Loaded, ModuleHash, Runtime};
+use crate::runtime::unit::WasmApp;
+use crate::runtime::{FileStamp, InstanceCounts, ModuleHash, Runtime};
 
 pub struct Application {
-    running: Running,
+    runner: Runner,
     spec: AppSpec,
     hash: ModuleHash,
     /// The file's stamp when its bytes were last seen to be `hash`'s.
     stamp: Mutex<Option<FileStamp>>,
+    /// The compiled code, held so that it stays shared (not compiled again) for as long
+    /// as this app runs it, and no longer.
+    _code: Arc<Code>,
 }
 
-/// The running app, by type.
-enum Running {
+/// What serves the app's requests, by type.
+enum Runner {
     Wasm(WasmApp),
     Component(ComponentApp),
-}
-
-/// An app's file, read and compiled for its type.
-pub enum LoadedCode {
-    Module(Loaded<Module>),
-    Component(Loaded<Component>),
-}
-
-impl LoadedCode {
-    pub fn hash(&self) -> ModuleHash {
-        match self {
-            Self::Module(loaded) => loaded.hash,
-            Self::Component(loaded) => loaded.hash,
-        }
-    }
-
-    fn stamp(&self) -> Option<FileStamp> {
-        match self {
-            Self::Module(loaded) => loaded.stamp,
-            Self::Component(loaded) => loaded.stamp,
-        }
-    }
 }
 
 impl Application {
@@ -88,11 +69,11 @@ impl Application {
         runtime: &Runtime,
         name: &str,
         spec: &AppSpec,
-    ) -> Result<LoadedCode, ApplyError> {
+    ) -> Result<CodeFile, ApplyError> {
         let path = spec.file();
         let loaded = match spec.kind {
-            AppKind::Wasm(_) => runtime.load(path).await.map(LoadedCode::Module),
-            AppKind::Component(_) => runtime.load(path).await.map(LoadedCode::Component),
+            AppKind::Wasm(_) => runtime.load::<Module>(path).await,
+            AppKind::Component(_) => runtime.load::<Component>(path).await,
         };
         loaded.map_err(|e| failed(name, &e))
     }
@@ -102,37 +83,37 @@ impl Application {
         runtime: &Runtime,
         name: &str,
         spec: &AppSpec,
-        code: LoadedCode,
+        file: CodeFile,
     ) -> Result<Arc<Self>, ApplyError> {
-        let (hash, stamp) = (code.hash(), code.stamp());
-        let running = match (code, &spec.kind) {
-            (LoadedCode::Module(loaded), AppKind::Wasm(unit)) => {
-                WasmApp::build(runtime, name, unit, spec.limits, spec.processes, loaded)
+        let runner = match (&*file.code, &spec.kind) {
+            (Code::Module(module), AppKind::Wasm(unit)) => {
+                WasmApp::build(runtime, name, unit, spec.limits, spec.processes, module)
                     .await
-                    .map(Running::Wasm)
+                    .map(Runner::Wasm)
             }
-            (LoadedCode::Component(loaded), AppKind::Component(component)) => {
-                ComponentApp::build(runtime, name, component, spec.limits, loaded)
+            (Code::Component(component), AppKind::Component(app)) => {
+                ComponentApp::build(runtime, name, app, spec.limits, component)
                     .await
-                    .map(Running::Component)
+                    .map(Runner::Component)
             }
-            _ => Err(anyhow::anyhow!("the code loaded is not of the app's type")),
+            _ => Err(anyhow::anyhow!("the file holds code of another type")),
         };
-        let running = running.map_err(|e| failed(name, &e))?;
+        let runner = runner.map_err(|e| failed(name, &e))?;
         Ok(Arc::new(Self {
-            running,
+            runner,
             spec: spec.clone(),
-            hash,
-            stamp: Mutex::new(stamp),
+            hash: file.hash,
+            stamp: Mutex::new(file.stamp),
+            _code: file.code,
         }))
     }
 
     /// Whether this app already runs `code`; if so, the file's new stamp is recorded
     /// (it was written, or only touched, but holds the same bytes).
-    pub fn keeps(&self, code: &LoadedCode) -> bool {
-        let same = code.hash() == self.hash;
+    pub fn keeps(&self, file: &CodeFile) -> bool {
+        let same = file.hash == self.hash;
         if same && let Ok(mut stamp) = self.stamp.lock() {
-            *stamp = code.stamp();
+            *stamp = file.stamp;
         }
         same
     }
@@ -161,17 +142,17 @@ impl Application {
         recorded.is_some() && FileStamp::of(self.file()) == recorded
     }
 
-    pub fn counts(&self) -> PoolCounts {
-        match &self.running {
-            Running::Wasm(app) => app.counts(),
-            Running::Component(app) => app.counts(),
+    pub fn counts(&self) -> InstanceCounts {
+        match &self.runner {
+            Runner::Wasm(app) => app.counts(),
+            Runner::Component(app) => app.counts(),
         }
     }
 
     pub async fn serve(&self, request: Request) -> Response {
-        match &self.running {
-            Running::Wasm(app) => app.serve(request).await,
-            Running::Component(app) => app.serve(request).await,
+        match &self.runner {
+            Runner::Wasm(app) => app.serve(request).await,
+            Runner::Component(app) => app.serve(request).await,
         }
     }
 }

@@ -241,21 +241,8 @@ impl Controller {
             running,
         };
         self.publish(published, plan, listeners).await;
-        self.retain_modules(&current);
         tracing::info!(generation = number, "reconfiguration done");
         Ok(self.current())
-    }
-
-    /// Drops compiled modules that neither the published generation nor `previous`
-    /// (whose requests may still be finishing) runs.
-    fn retain_modules(&self, previous: &Published) {
-        let in_use = self
-            .current()
-            .running
-            .module_hashes()
-            .chain(previous.running.module_hashes())
-            .collect();
-        self.runtime.retain_modules(&in_use);
     }
 
     /// Runs the blocking, fsyncing commit off the async workers.
@@ -322,7 +309,6 @@ impl Controller {
             tree: current.tree.clone(),
             running,
         }));
-        self.retain_modules(current);
     }
 
     /// The tree of a kept generation, parsed.

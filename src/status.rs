@@ -1,5 +1,6 @@
-//! The `/status` report: connections and requests for the whole data plane, and
-//! per-application instance and request counts.
+//! The `/status` report, in Unit's shape: the application types served (`modules`),
+//! connections and requests for the whole data plane, and per-application instance and
+//! request counts.
 //!
 //! The counters are atomics that the data plane bumps as it works; the report is built
 //! on demand from them and from the running generation, so every configured application
@@ -10,6 +11,23 @@ use serde_json::{Map, Value, json};
 use crate::counter::Counter;
 use crate::generation::Generation;
 use crate::http::ConnectionStats;
+use crate::runtime::APPLICATION_TYPES;
+
+/// `modules`: each application type with its version and the file its code is in. Unit
+/// names a language module's shared object; Wharf's types are built into its binary.
+fn modules() -> Value {
+    let lib = std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_default();
+    let modules: Map<String, Value> = APPLICATION_TYPES
+        .iter()
+        .map(|name| {
+            let module = json!({"version": env!("CARGO_PKG_VERSION"), "lib": lib});
+            ((*name).to_owned(), module)
+        })
+        .collect();
+    Value::Object(modules)
+}
 
 /// The `/status` tree.
 pub fn report(stats: &ConnectionStats, generation: &Generation) -> Value {
@@ -23,12 +41,13 @@ pub fn report(stats: &ConnectionStats, generation: &Generation) -> Value {
                     "starting": counts.starting,
                     "idle": counts.idle,
                 },
-                "requests": {"active": counts.running}
+                "requests": {"active": counts.active}
             });
             (name.to_owned(), app)
         })
         .collect();
     json!({
+        "modules": modules(),
         "connections": {
             "accepted": read(&stats.accepted),
             "active": read(&stats.active),

@@ -16,8 +16,7 @@ use crate::application::Application;
 use crate::config::model::Plan;
 use crate::error::ApplyError;
 use crate::routing::{ListenerPasses, Router};
-use crate::runtime::Runtime;
-use crate::runtime::pool::PoolCounts;
+use crate::runtime::{InstanceCounts, Runtime};
 
 pub struct Generation {
     /// Applications in config order; passes refer to them by index.
@@ -129,14 +128,9 @@ impl Generation {
     }
 
     /// Instance counts of every application, in config order.
-    pub fn application_counts(&self) -> impl Iterator<Item = (&str, PoolCounts)> {
+    pub fn application_counts(&self) -> impl Iterator<Item = (&str, InstanceCounts)> {
         self.applications
             .iter()
             .map(|(name, app)| (name.as_str(), app.counts()))
-    }
-
-    /// The module hashes this generation runs.
-    pub fn module_hashes(&self) -> impl Iterator<Item = crate::runtime::ModuleHash> + '_ {
-        self.applications.iter().map(|(_, app)| app.code_hash())
     }
 }

@@ -64,8 +64,12 @@ fn config(pooling: bool) -> Config {
             .linear_memory_keep_resident(2 << 20)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(128 << 10)
-            // Return freed slots' pages to the kernel in batches: fewer madvise calls.
-            .decommit_batch_size(32);
+            // A freed slot is decommitted, and back in the free list, at once (wasmtime's
+            // default; no batching). A module's memory image (a memfd) is unmapped from
+            // the slots affine to it when the module drops, but only from slots in the
+            // free list: one still queued for a batched decommit kept the image of a
+            // module no app used any more, one descriptor per deployed build, for good.
+            .decommit_batch_size(1);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

@@ -42,6 +42,11 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// When a request arriving now must be done by, if ever.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.timeout.map(|t| tokio::time::Instant::now() + t)
+    }
+
     /// How long starting one instance may take.
     pub fn start_timeout(&self) -> Duration {
         self.timeout.unwrap_or(DEFAULT_START_TIMEOUT)

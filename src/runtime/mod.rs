@@ -1,33 +1,36 @@
-//! The Wasm runtime: one engine for the process, modules compiled once per content hash
-//! and shared, per-app instance pools, and the guest contracts (`unit_abi` for Unit's
-//! `wasm` type, `component` for `wasm-wasi-component`).
+//! The Wasm runtime: one engine for the process (`engine`), code compiled once per
+//! content hash and shared while some app runs it (`code`, and `artifact_cache` on
+//! disk), the guest contracts (`unit` for Unit's `wasm` type, `component` for
+//! `wasm-wasi-component`) and what both share: the guest driver (`guest`) with the slow
+//! lane (`slow_lane`), the WASI context (`wasi`) and the limits (`limits`).
 
-pub mod app;
 pub mod artifact_cache;
-pub mod compiled;
+pub mod code;
 pub mod component;
 pub mod engine;
-pub mod guest_task;
-pub mod layout;
+pub mod guest;
 pub mod limits;
-pub mod pool;
 pub mod slow_lane;
-pub mod unit_abi;
+pub mod unit;
+pub mod wasi;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
-use wasmtime::{Engine, Module};
+use wasmtime::Engine;
 
 use artifact_cache::{ArtifactCache, ArtifactKind};
-use compiled::{Code, Compiled};
+use code::{Code, CodeFile, CodeKind};
 use slow_lane::SlowLane;
-use unit_abi::UnitLinkers;
+use unit::abi::UnitLinkers;
+
+/// The application types Wharf serves, as configs name them.
+pub const APPLICATION_TYPES: [&str; 2] = ["wasm", "wasm-wasi-component"];
 
 /// A module's identity: the SHA-256 of its bytes.
 pub type ModuleHash = [u8; 32];
@@ -58,22 +61,23 @@ impl FileStamp {
     }
 }
 
-/// A module (or component) file as it was read and compiled.
-#[derive(Clone)]
-pub struct Loaded<T> {
-    pub hash: ModuleHash,
-    pub code: T,
-    /// The file's stamp taken before it was read: a write after that moves it on.
-    pub stamp: Option<FileStamp>,
+/// An app's instance counts, for `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceCounts {
+    /// Every started instance, idle ones included.
+    pub running: u64,
+    pub starting: u64,
+    pub idle: u64,
+    /// Requests being served.
+    pub active: u64,
 }
-
-pub type LoadedModule = Loaded<Module>;
 
 pub struct Runtime {
     engine: Engine,
     unit_linkers: UnitLinkers,
-    /// Compiled code by kind and content hash, shared by every app that runs it.
-    compiled: Mutex<HashMap<(ArtifactKind, ModuleHash), Code>>,
+    /// Compiled code by kind and content hash, shared by every app that runs it. Only
+    /// weakly: code no app holds any more is gone, and its entry with it.
+    compiled: Mutex<HashMap<(ArtifactKind, ModuleHash), Weak<Code>>>,
     artifacts: Option<Arc<ArtifactCache>>,
     component_linker: wasmtime::component::Linker<component::host::ComponentHost>,
     slow_lane: Arc<SlowLane>,
@@ -128,7 +132,7 @@ impl Runtime {
 
     /// Reads a module (or component) file and returns it compiled: from memory if this
     /// content is already loaded, else from the artifact cache, else compiled (and cached).
-    pub async fn load<T: Compiled>(&self, path: &Path) -> anyhow::Result<Loaded<T>> {
+    pub async fn load<K: CodeKind>(&self, path: &Path) -> anyhow::Result<CodeFile> {
         let owned = path.to_path_buf();
         let (stamp, bytes) = tokio::task::spawn_blocking(move || {
             let stamp = FileStamp::of(&owned);
@@ -137,30 +141,32 @@ impl Runtime {
         .await?
         .with_context(|| format!("failed to read `{}`", path.display()))?;
         let hash: ModuleHash = Sha256::digest(&bytes).into();
-        let key = (T::KIND, hash);
+        let key = (K::KIND, hash);
         let cached = self
             .compiled
             .lock()
             .ok()
-            .and_then(|compiled| compiled.get(&key).and_then(T::from_code));
+            .and_then(|compiled| compiled.get(&key).and_then(Weak::upgrade));
         let code = match cached {
             Some(code) => code,
             None => {
-                let code: T = self.compile_or_fetch(hash, bytes).await.with_context(|| {
-                    format!("failed to compile the {} `{}`", T::NOUN, path.display())
+                let code: K = self.compile_or_fetch(hash, bytes).await.with_context(|| {
+                    format!("failed to compile the {} `{}`", K::NOUN, path.display())
                 })?;
+                let code = Arc::new(code.into_code());
                 if let Ok(mut compiled) = self.compiled.lock() {
-                    compiled.insert(key, code.clone().into_code());
+                    compiled.retain(|_, code| code.strong_count() > 0);
+                    compiled.insert(key, Arc::downgrade(&code));
                 }
                 code
             }
         };
-        Ok(Loaded { hash, code, stamp })
+        Ok(CodeFile { hash, code, stamp })
     }
 
     /// Code from the artifact cache, or compiled and then stored there; off the async
     /// workers, as both block.
-    async fn compile_or_fetch<T: Compiled>(
+    async fn compile_or_fetch<T: CodeKind>(
         &self,
         hash: ModuleHash,
         bytes: Vec<u8>,
@@ -201,11 +207,34 @@ impl Runtime {
     pub fn component_linker(&self) -> &wasmtime::component::Linker<component::host::ComponentHost> {
         &self.component_linker
     }
+}
 
-    /// Drops compiled modules that no running generation uses.
-    pub fn retain_modules(&self, in_use: &HashSet<ModuleHash>) {
-        if let Ok(mut compiled) = self.compiled.lock() {
-            compiled.retain(|(_, hash), _| in_use.contains(hash));
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODULE: &str = r#"(module (memory 1) (data (i32.const 0) "x"))"#;
+
+    fn entries(runtime: &Runtime) -> usize {
+        runtime.compiled.lock().map_or(0, |compiled| compiled.len())
+    }
+
+    #[tokio::test]
+    async fn code_is_shared_while_held_and_forgotten_after() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, b) = (dir.path().join("a.wat"), dir.path().join("b.wat"));
+        std::fs::write(&a, MODULE).expect("write");
+        std::fs::write(&b, MODULE.replace('x', "y")).expect("write");
+        let runtime = Runtime::new().expect("runtime");
+
+        let first = runtime.load::<wasmtime::Module>(&a).await.expect("loads");
+        let again = runtime.load::<wasmtime::Module>(&a).await.expect("loads");
+        assert!(Arc::ptr_eq(&first.code, &again.code), "one compiled copy");
+        drop((first, again));
+
+        // Nothing holds `a`'s code any more: loading another module forgets it.
+        let other = runtime.load::<wasmtime::Module>(&b).await.expect("loads");
+        assert_eq!(entries(&runtime), 1);
+        drop(other);
     }
 }

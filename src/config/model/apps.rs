@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::runtime::component::spec::ComponentSpec;
 use crate::runtime::limits::Limits;
-use crate::runtime::pool::PoolSize;
-use crate::runtime::unit_abi::{Preopen, UnitAppSpec};
+use crate::runtime::unit::pool::PoolSize;
+use crate::runtime::unit::spec::UnitAppSpec;
+use crate::runtime::wasi::Preopen;
 
 /// How long idle instances beyond `spare` are kept, when `processes.idle_timeout` is unset.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);

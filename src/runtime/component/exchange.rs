@@ -13,7 +13,7 @@ use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt as _, StreamBody};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use super::super::guest_task::{GuestEnd, GuestTask};
+use super::super::guest::{GuestEnd, GuestTask};
 use crate::http::{BodyError, BodyStream, Request, RequestBody, ResponseBody, StreamAbort};
 
 /// A request the guest cannot be shown; the client gets 400.

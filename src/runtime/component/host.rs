@@ -4,20 +4,20 @@
 //! does), and the policy that denies outbound HTTP.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Engine, Store, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use super::log_stream::GuestLog;
 use super::spec::ComponentSpec;
+use crate::runtime::guest::{self, CpuClock};
 use crate::runtime::limits::MemoryBudget;
-use crate::runtime::slow_lane::LONG_RUNNING_TICKS;
+use crate::runtime::wasi;
 
 /// The data of a request's store.
 pub struct ComponentHost {
@@ -26,10 +26,7 @@ pub struct ComponentHost {
     http: WasiHttpCtx,
     hooks: DenyOutbound,
     budget: MemoryBudget,
-    /// Epoch ticks the guest has run across.
-    ticks: u32,
-    /// Set once the guest has run `LONG_RUNNING_TICKS`.
-    long_running: Arc<AtomicBool>,
+    clock: CpuClock,
 }
 
 impl WasiView for ComponentHost {
@@ -53,7 +50,7 @@ impl WasiHttpView for ComponentHost {
 
 impl ComponentHost {
     pub fn long_running(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.long_running)
+        self.clock.long_running()
     }
 }
 
@@ -78,47 +75,20 @@ pub fn store(
     app: &Arc<str>,
     spec: &ComponentSpec,
 ) -> anyhow::Result<Store<ComponentHost>> {
-    let mut wasi = WasiCtxBuilder::new();
-    wasi.envs(&spec.environment)
-        .stdout(GuestLog::new(Arc::clone(app), "stdout"))
-        .stderr(GuestLog::new(Arc::clone(app), "stderr"));
-    for dir in &spec.preopens {
-        let perms = if dir.readonly {
-            FsPerms::ReadOnly
-        } else {
-            FsPerms::ReadWrite
-        };
-        wasi.preopened_dir(&dir.host, &dir.guest, perms)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("failed to open the directory `{}`", dir.host.display()))?;
-    }
+    let wasi = wasi::context(app, &spec.environment, &spec.preopens)?.build();
     let host = ComponentHost {
         table: ResourceTable::new(),
-        wasi: wasi.build(),
+        wasi,
         http: WasiHttpCtx::new(),
         hooks: DenyOutbound {
             app: Arc::clone(app),
         },
         budget: MemoryBudget::new(spec.memory_limit),
-        ticks: 0,
-        long_running: Arc::new(AtomicBool::new(false)),
+        clock: CpuClock::default(),
     };
     let mut store = Store::new(engine, host);
     store.limiter(|host| &mut host.budget);
-    store.set_epoch_deadline(1);
-    // As for `wasm` apps: yield through tokio at every tick so other requests run, and
-    // note when the guest turns out to be long-running.
-    store.epoch_deadline_callback(|mut store| {
-        let host = store.data_mut();
-        host.ticks = host.ticks.saturating_add(1);
-        if host.ticks >= LONG_RUNNING_TICKS {
-            host.long_running.store(true, Ordering::Relaxed);
-        }
-        Ok(UpdateDeadline::YieldCustom(
-            1,
-            Box::pin(tokio::task::yield_now()),
-        ))
-    });
+    guest::yield_at_every_tick(&mut store, |host| &mut host.clock);
     Ok(store)
 }
 

@@ -9,17 +9,15 @@
 
 pub mod exchange;
 pub mod host;
-pub mod log_stream;
 pub mod spec;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Context;
+use std::task::{Context, Poll};
 
 use anyhow::Context as _;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::WasiHttpView as _;
@@ -29,11 +27,10 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use self::host::ComponentHost;
 use self::spec::ComponentSpec;
-use super::guest_task::{self, GuestEnd, GuestTask, TimedOut, run_until_progress, within};
+use super::guest::{self, Guest, GuestEnd, GuestTask, HeadSource, Rest};
 use super::limits::Limits;
-use super::pool::PoolCounts;
 use super::slow_lane::SlowLane;
-use super::{Loaded, Runtime};
+use super::{InstanceCounts, Runtime};
 use crate::http::{self, Request, Response};
 
 pub struct ComponentApp {
@@ -50,8 +47,17 @@ pub struct ComponentApp {
 /// What the guest answered through its response outparam.
 type Head = Result<::http::Response<HyperOutgoingBody>, ErrorCode>;
 
-/// What happened first while running a guest on the data plane.
-type Progress = guest_task::Progress<Head>;
+impl HeadSource for oneshot::Receiver<Head> {
+    type Head = Head;
+
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Option<Head>> {
+        Pin::new(self).poll(cx).map(Result::ok)
+    }
+
+    fn take_head(&mut self) -> Option<Head> {
+        self.try_recv().ok()
+    }
+}
 
 impl ComponentApp {
     /// Links the loaded component against `wasi:http/proxy` and the WASI interfaces, and
@@ -62,14 +68,13 @@ impl ComponentApp {
         name: &str,
         spec: &ComponentSpec,
         limits: Limits,
-        loaded: Loaded<Component>,
+        component: &Component,
     ) -> anyhow::Result<Self> {
         let spec = spec.clone();
-        let component = loaded.code;
         let path = spec.component.display().to_string();
         let pre = runtime
             .component_linker()
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{path}` cannot be linked"))?;
         let pre = ProxyPre::new(pre)
@@ -97,12 +102,14 @@ impl ComponentApp {
         })
     }
 
-    /// Requests running; a component keeps no idle instances.
-    pub fn counts(&self) -> PoolCounts {
-        PoolCounts {
-            running: self.active.load(Ordering::Relaxed),
+    /// One instance per request being served; a component keeps no idle instances.
+    pub fn counts(&self) -> InstanceCounts {
+        let active = self.active.load(Ordering::Relaxed);
+        InstanceCounts {
+            running: active,
             starting: 0,
             idle: 0,
+            active,
         }
     }
 
@@ -110,7 +117,7 @@ impl ComponentApp {
     /// `limits.timeout` is stopped inside the guest; the client gets 503 if no head was
     /// sent yet, else a cut-short body.
     pub async fn serve(&self, request: Request) -> Response {
-        let deadline = self.limits.timeout.map(|t| Instant::now() + t);
+        let deadline = self.limits.deadline();
         let request = match exchange::incoming(request) {
             Ok(request) => request,
             Err(e) => {
@@ -143,7 +150,7 @@ impl ComponentApp {
         let name = Arc::clone(&self.name);
         let timeout = self.limits.timeout;
         let active = ActiveRequest::start(&self.active);
-        let mut guest: GuestTask = Box::pin(async move {
+        let task: GuestTask = Box::pin(async move {
             let _active = active;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
@@ -152,80 +159,43 @@ impl ComponentApp {
                     .call_handle(&mut store, req, out)
                     .await
             };
-            // On time-out the future is dropped mid-call: wasmtime unwinds the guest at
-            // its next epoch yield, and dropping the store frees the instance.
-            match within(deadline, run).await {
-                Ok(Ok(())) => GuestEnd::Done,
-                Ok(Err(e)) => {
-                    let e = anyhow::Error::from(e);
-                    tracing::warn!(app = %name, "request failed in the guest: {e:#}");
-                    GuestEnd::Failed
-                }
-                Err(TimedOut) => {
-                    tracing::warn!(
-                        app = %name,
-                        "request stopped after limits.timeout ({timeout:?})"
-                    );
-                    GuestEnd::TimedOut
+            // Dropping the store after a time-out frees the instance.
+            match guest::bounded(deadline, run).await {
+                Ok(()) => GuestEnd::Done,
+                Err(stopped) => {
+                    stopped.log(&name, timeout);
+                    stopped.end()
                 }
             }
         });
-        // As for `wasm` apps: run the guest right here until it answers, and move it to
-        // the slow lane if it keeps the CPU busy first.
-        let poll_head = |cx: &mut Context<'_>| Pin::new(&mut head_rx).poll(cx).map(Result::ok);
-        let (head, rest) = match run_until_progress(&mut guest, poll_head, &long_running).await {
-            Progress::Ended(end) => (head_rx.try_recv().ok(), Rest::Ended(end)),
-            Progress::Head(head) => (head, Rest::Running(guest)),
-            Progress::LongRunning => {
-                let mut task = self.slow_lane.spawn(guest);
-                tokio::select! {
-                    biased;
-                    end = &mut task => {
-                        (head_rx.try_recv().ok(), Rest::Ended(end.unwrap_or(GuestEnd::Failed)))
-                    }
-                    head = &mut head_rx => {
-                        let rest: GuestTask =
-                            Box::pin(async move { task.await.unwrap_or(GuestEnd::Failed) });
-                        (head.ok(), Rest::Running(rest))
-                    }
-                }
-            }
-        };
-        self.respond(head, rest).await
+        match Guest::new(task, long_running)
+            .until_head(&mut head_rx, &self.slow_lane)
+            .await
+        {
+            Ok((head, rest)) => self.respond(head, rest),
+            Err(end) => guest::answer_without_head(&self.name, end),
+        }
     }
 
     /// The response for what the guest answered, with its body forwarded as it comes.
-    async fn respond(&self, head: Option<Head>, rest: Rest) -> Response {
+    fn respond(&self, head: Head, rest: Rest) -> Response {
         let response = match head {
-            Some(Ok(response)) => response,
-            Some(Err(code)) => {
+            Ok(response) => response,
+            Err(code) => {
                 tracing::warn!(app = %self.name, "the guest answered with an error: {code:?}");
-                spawn_rest(rest);
+                rest.detach(&self.slow_lane);
                 return http::error_response(500);
-            }
-            None => {
-                let end = match rest {
-                    Rest::Ended(end) => end,
-                    // The guest dropped the outparam and runs on: finish it, then answer.
-                    Rest::Running(guest) => guest.await,
-                };
-                return match end {
-                    GuestEnd::Done => {
-                        tracing::warn!(
-                            app = %self.name,
-                            "the guest returned without setting a response"
-                        );
-                        http::error_response(500)
-                    }
-                    GuestEnd::Failed => http::error_response(500),
-                    GuestEnd::TimedOut => http::error_response(503),
-                };
             }
         };
         let (parts, source) = response.into_parts();
         let guest = match rest {
             Rest::Ended(end) => Ok(end),
-            Rest::Running(guest) => Err(guest),
+            running => {
+                // Polled by the writer: here while it is quick, then on the slow lane.
+                let slow_lane = Arc::clone(&self.slow_lane);
+                let rest: GuestTask = Box::pin(async move { running.finish(&slow_lane).await });
+                Err(rest)
+            }
         };
         let body = exchange::forward(Arc::clone(&self.name), source, guest);
         Response {
@@ -233,19 +203,6 @@ impl ComponentApp {
             headers: exchange::response_headers(&parts.headers),
             body,
         }
-    }
-}
-
-/// The guest after its response head: ended, or still running.
-enum Rest {
-    Ended(GuestEnd),
-    Running(GuestTask),
-}
-
-/// Lets a guest that still runs finish on its own.
-fn spawn_rest(rest: Rest) {
-    if let Rest::Running(guest) = rest {
-        exchange::finish_on_its_own(guest);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::runtime::unit_abi::Preopen;
+use crate::runtime::wasi::Preopen;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentSpec {

@@ -13,6 +13,8 @@
 //! - `/body-error`: announces 1000000 bytes, sends 10 and finishes the body.
 //! - `/trap-mid-body`: sends the head and part of the body, then traps.
 //! - `/loop`: spins forever.
+//! - `/loop-after-head`: sends the head and a first piece of a chunked body, then spins
+//!   forever.
 
 use std::io::Write as _;
 
@@ -59,14 +61,22 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 drop(body);
                 core::arch::wasm32::unreachable()
             }
-            "/loop" => {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
+            "/loop" => spin(),
+            "/loop-after-head" => {
+                let (_body, mut out) = start(response_out, None);
+                out.write_all(b"started\n").expect("the client takes the body");
+                out.flush().expect("the client takes the body");
+                spin()
             }
             _ => respond(response_out, b"hostile component\n"),
         }
+    }
+}
+
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
     }
 }
 

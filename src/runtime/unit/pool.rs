@@ -13,10 +13,11 @@ use wasmtime::Engine;
 
 use crate::counter::Counter;
 
-use super::guest_task::{GuestEnd, GuestTask, finish};
-use super::limits::Limits;
-use super::slow_lane::SlowLane;
-use super::unit_abi::{UnitInstance, UnitModule};
+use super::instance::{UnitInstance, UnitModule};
+use crate::runtime::InstanceCounts;
+use crate::runtime::guest::{Guest, GuestEnd, GuestTask};
+use crate::runtime::limits::Limits;
+use crate::runtime::slow_lane::SlowLane;
 
 /// Unit's `processes`, read as instance counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,14 +78,6 @@ pub enum CheckoutError {
     StartTimedOut(Duration),
     #[error(transparent)]
     Start(#[from] anyhow::Error),
-}
-
-/// Instance counts for `/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolCounts {
-    pub running: u64,
-    pub starting: u64,
-    pub idle: u64,
 }
 
 impl InstancePool {
@@ -164,7 +157,9 @@ impl InstancePool {
             // instances would pile up and hold every instance slot of the engine.
             match tokio::runtime::Handle::try_current() {
                 Ok(here) => {
-                    here.spawn(finish(hooks, long_running, Arc::clone(&self.slow_lane)));
+                    let slow_lane = Arc::clone(&self.slow_lane);
+                    let hooks = Guest::new(hooks, long_running);
+                    here.spawn(async move { hooks.finish(&slow_lane).await });
                 }
                 Err(_) => {
                     self.slow_lane.spawn(hooks);
@@ -233,11 +228,15 @@ impl InstancePool {
         }
     }
 
-    pub fn counts(&self) -> PoolCounts {
-        PoolCounts {
-            running: self.busy.get(),
+    /// Every started instance runs, busy or idle, as Unit counts its processes.
+    pub fn counts(&self) -> InstanceCounts {
+        let idle = self.idle.lock().map_or(0, |idle| idle.len() as u64);
+        let busy = self.busy.get();
+        InstanceCounts {
+            running: busy + idle,
             starting: self.starting.load(Ordering::Relaxed),
-            idle: self.idle.lock().map_or(0, |idle| idle.len() as u64),
+            idle,
+            active: busy,
         }
     }
 }
@@ -342,7 +341,7 @@ async fn reap_idle(pool: Weak<InstancePool>, timeout: Duration) {
 mod tests {
     use super::*;
     use crate::runtime::Runtime;
-    use crate::runtime::unit_abi::UnitAppSpec;
+    use crate::runtime::unit::spec::UnitAppSpec;
 
     /// The smallest module the ABI accepts: memory for the buffer, and handlers that do
     /// nothing.
@@ -373,7 +372,8 @@ mod tests {
             preopens: Vec::new(),
             memory_limit: Limits::default().memory,
         };
-        let module = UnitModule::new(runtime.unit_linkers(), &module, spec).expect("links");
+        let module = UnitModule::new(runtime.unit_linkers(), &module, spec, Arc::from("test"))
+            .expect("links");
         let size = PoolSize {
             max,
             spare: 0,
@@ -396,23 +396,26 @@ mod tests {
         pool.warm_up().await.expect("starts");
         assert_eq!(
             pool.counts(),
-            PoolCounts {
-                running: 0,
+            InstanceCounts {
+                running: 1,
                 starting: 0,
-                idle: 1
+                idle: 1,
+                active: 0
             }
         );
 
         let lease = pool.checkout().await.expect("checkout");
+        assert_eq!(pool.counts().active, 1);
         assert_eq!(pool.counts().running, 1);
         // A request abandoned mid-call drops its lease without releasing it.
         drop(lease);
         assert_eq!(
             pool.counts(),
-            PoolCounts {
+            InstanceCounts {
                 running: 0,
                 starting: 0,
-                idle: 0
+                idle: 0,
+                active: 0
             }
         );
 

@@ -1,20 +1,37 @@
-//! What the runtime compiles: core modules (the `wasm` type) and components
-//! (`wasm-wasi-component`), behind one trait so that loading a file, the in-memory cache
-//! and the artifact cache on disk treat both alike.
+//! What the runtime compiles, by three names: `Code` is compiled code of either kind
+//! (a core module for the `wasm` type, a component for `wasm-wasi-component`);
+//! `CodeFile` is a file as it was read and compiled; `CodeKind` is what loading a file,
+//! the in-memory cache and the artifact cache on disk need of each kind, so that they
+//! treat both alike.
+
+use std::sync::Arc;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::artifact_cache::{ArtifactKind, Verified};
+use super::{FileStamp, ModuleHash};
 
-/// Compiled code of either kind, as the in-memory cache holds it.
+/// Compiled code of either kind.
 #[derive(Clone)]
 pub enum Code {
     Module(wasmtime::Module),
     Component(Component),
 }
 
-pub trait Compiled: Clone + Send + 'static {
+/// A module (or component) file as it was read and compiled. The code is shared with
+/// every app that runs the same bytes, and leaves memory (with the descriptors of its
+/// memory images) when the last of them lets go.
+#[derive(Clone)]
+pub struct CodeFile {
+    pub hash: ModuleHash,
+    pub code: Arc<Code>,
+    /// The file's stamp taken before it was read: a write after that moves it on.
+    pub stamp: Option<FileStamp>,
+}
+
+/// A kind of code: how it is compiled, stored in the artifact cache and loaded back.
+pub trait CodeKind: Sized + Send + 'static {
     const KIND: ArtifactKind;
     /// What the log and errors call it.
     const NOUN: &'static str;
@@ -23,10 +40,9 @@ pub trait Compiled: Clone + Send + 'static {
     fn serialize(&self) -> anyhow::Result<Vec<u8>>;
     fn deserialize(verified: Verified, engine: &Engine) -> anyhow::Result<Self>;
     fn into_code(self) -> Code;
-    fn from_code(code: &Code) -> Option<Self>;
 }
 
-impl Compiled for wasmtime::Module {
+impl CodeKind for wasmtime::Module {
     const KIND: ArtifactKind = ArtifactKind::Module;
     const NOUN: &'static str = "module";
 
@@ -45,16 +61,9 @@ impl Compiled for wasmtime::Module {
     fn into_code(self) -> Code {
         Code::Module(self)
     }
-
-    fn from_code(code: &Code) -> Option<Self> {
-        match code {
-            Code::Module(module) => Some(module.clone()),
-            Code::Component(_) => None,
-        }
-    }
 }
 
-impl Compiled for Component {
+impl CodeKind for Component {
     const KIND: ArtifactKind = ArtifactKind::Component;
     const NOUN: &'static str = "component";
 
@@ -72,12 +81,5 @@ impl Compiled for Component {
 
     fn into_code(self) -> Code {
         Code::Component(self)
-    }
-
-    fn from_code(code: &Code) -> Option<Self> {
-        match code {
-            Code::Component(component) => Some(component.clone()),
-            Code::Module(_) => None,
-        }
     }
 }

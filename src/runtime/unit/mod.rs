@@ -1,25 +1,37 @@
-//! A running `wasm` application: its compiled module, its instance pool, and how one HTTP
-//! request becomes one exchange with a guest instance.
+//! NGINX Unit's `wasm` application type: a running app (its linked module and instance
+//! pool) and how one HTTP request becomes one request to a guest instance through Unit's
+//! ABI.
+//!
+//! - `spec`: the app's settings; `pool`: its instances; `instance`: one instance's life
+//!   and requests; `abi`: the host functions; `layout`: the ABI's byte layouts; `body`:
+//!   the request body as the guest reads it.
 
-use std::collections::VecDeque;
-use std::future::poll_fn;
+pub mod abi;
+pub mod body;
+pub mod instance;
+pub mod layout;
+pub mod pool;
+pub mod spec;
+
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use tokio::time::Instant;
+use wasmtime::Module;
 
-use super::guest_task::{self, GuestEnd, GuestTask, TimedOut, finish, run_until_progress, within};
-use super::layout::RequestHead;
+use self::body::BodySource;
+use self::instance::{UnitInstance, UnitModule};
+use self::layout::RequestHead;
+use self::pool::{CheckoutError, InstancePool, PoolSize};
+use self::spec::UnitAppSpec;
+use super::guest::{self, Guest, GuestEnd, GuestTask, HeadSource, TimedOut, within};
 use super::limits::Limits;
-use super::pool::{CheckoutError, InstancePool, PoolCounts, PoolSize};
 use super::slow_lane::SlowLane;
-use super::unit_abi::{UnitAppSpec, UnitInstance, UnitModule};
-use super::{LoadedModule, Runtime};
+use super::{InstanceCounts, Runtime};
 use crate::http::host::push_ip;
-use crate::http::pipe::ResponseHead;
+use crate::http::pipe::{PipeReader, ResponseHead};
 use crate::http::push_decimal;
-use crate::http::{self, BodyError, Request, Response};
+use crate::http::{self, Request, Response};
 
 pub struct WasmApp {
     /// For log lines (the pool has it too, for the guest's side of a request).
@@ -29,8 +41,17 @@ pub struct WasmApp {
     slow_lane: Arc<SlowLane>,
 }
 
-/// What happened first while running a guest on the data plane.
-type Progress = guest_task::Progress<ResponseHead>;
+impl HeadSource for PipeReader {
+    type Head = ResponseHead;
+
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Option<ResponseHead>> {
+        PipeReader::poll_head(self, cx)
+    }
+
+    fn take_head(&mut self) -> Option<ResponseHead> {
+        PipeReader::take_head(self)
+    }
+}
 
 impl WasmApp {
     /// Links the loaded module, checks its exports and starts its spare instances (at
@@ -41,14 +62,19 @@ impl WasmApp {
         spec: &UnitAppSpec,
         limits: Limits,
         size: PoolSize,
-        loaded: LoadedModule,
+        module: &Module,
     ) -> anyhow::Result<Self> {
         let module_path = spec.module.display().to_string();
-        let unit = UnitModule::new(runtime.unit_linkers(), &loaded.code, spec.clone())
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("`{module_path}`"))?;
-        let slow_lane = Arc::clone(runtime.slow_lane());
         let name: Arc<str> = Arc::from(name);
+        let unit = UnitModule::new(
+            runtime.unit_linkers(),
+            module,
+            spec.clone(),
+            Arc::clone(&name),
+        )
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("`{module_path}`"))?;
+        let slow_lane = Arc::clone(runtime.slow_lane());
         let pool = InstancePool::new(
             Arc::clone(&name),
             runtime.engine().clone(),
@@ -68,7 +94,7 @@ impl WasmApp {
         })
     }
 
-    pub fn counts(&self) -> PoolCounts {
+    pub fn counts(&self) -> InstanceCounts {
         self.pool.counts()
     }
 
@@ -77,7 +103,7 @@ impl WasmApp {
     /// stopped inside the guest and its instance discarded; the client gets 503 if no
     /// head was sent yet, else a truncated body.
     pub async fn serve(&self, request: Request) -> Response {
-        let deadline = self.limits.timeout.map(|t| Instant::now() + t);
+        let deadline = self.limits.deadline();
         // An idle instance is taken at once; only waiting (or starting one) needs the
         // checkout's future, boxed so that it does not swell this one.
         let checkout = match self.pool.try_checkout() {
@@ -103,76 +129,45 @@ impl WasmApp {
             return http::error_response(500);
         };
         let long_running = instance.long_running();
-        let mut response = instance.open_exchange();
+        let mut response = instance.open_reply();
         let timeout = self.limits.timeout;
-        let mut guest: GuestTask = Box::pin(async move {
-            let exchange = async {
+        let task: GuestTask = Box::pin(async move {
+            let served = async {
                 match lease.instance() {
                     Some(instance) => run(instance, request).await,
                     None => Ok(()),
                 }
             };
-            // On time-out the exchange's future is dropped mid-call: wasmtime unwinds the
-            // guest at its next epoch yield, and the unreleased lease discards the instance.
-            let (end, why) = match within(deadline, exchange).await {
-                Ok(Ok(())) => {
+            // On time-out the unreleased lease discards the instance the guest was
+            // stopped in.
+            let stopped = match guest::bounded(deadline, served).await {
+                Ok(()) => {
                     lease.release();
                     return GuestEnd::Done;
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(app = %lease.app(), "request failed in the guest: {e:#}");
-                    (GuestEnd::Failed, e.to_string())
-                }
-                Err(TimedOut) => {
-                    tracing::warn!(
-                        app = %lease.app(),
-                        "request stopped after limits.timeout ({timeout:?}); its instance is discarded"
-                    );
-                    (GuestEnd::TimedOut, "the request timed out".to_owned())
-                }
+                Err(stopped) => stopped,
             };
-            let unfinished = lease.instance().and_then(UnitInstance::take_exchange);
+            stopped.log(lease.app(), timeout);
+            let unfinished = lease.instance().and_then(UnitInstance::take_reply);
             drop(lease);
-            if let Some(exchange) = unfinished {
-                exchange.abort(why);
+            if let Some(reply) = unfinished {
+                reply.abort(stopped.why());
             }
-            end
+            stopped.end()
         });
-        // Most guests answer in one go: run the guest right here, and hand it to a task
-        // of its own only if it is still going once the head is out (a streamed or slow
-        // response), so a small response costs no task and no cross-task wake-ups. A
-        // guest that keeps the CPU busy moves to the slow lane instead.
-        let head = match run_until_progress(&mut guest, |cx| response.poll_head(cx), &long_running)
+        match Guest::new(task, long_running)
+            .until_head(&mut response, &self.slow_lane)
             .await
         {
-            Progress::Ended(end) => response.take_head().ok_or(end),
-            Progress::Head(head) => {
-                tokio::spawn(finish(guest, long_running, Arc::clone(&self.slow_lane)));
-                head.ok_or(GuestEnd::Failed)
-            }
-            Progress::LongRunning => {
-                let mut task = self.slow_lane.spawn(guest);
-                let first = tokio::select! {
-                    biased;
-                    end = &mut task => Err(end.unwrap_or(GuestEnd::Failed)),
-                    head = poll_fn(|cx| response.poll_head(cx)) => Ok(head),
-                };
-                match first {
-                    Err(end) => response.take_head().ok_or(end),
-                    Ok(Some(head)) => Ok(head),
-                    // The guest ended without a head; its task says how.
-                    Ok(None) => Err(task.await.unwrap_or(GuestEnd::Failed)),
+            Ok((head, rest)) => {
+                rest.detach(&self.slow_lane);
+                Response {
+                    status: head.status,
+                    headers: head.headers,
+                    body: response.into_body(),
                 }
             }
-        };
-        match head {
-            Ok(head) => Response {
-                status: head.status,
-                headers: head.headers,
-                body: response.into_body(),
-            },
-            Err(GuestEnd::TimedOut) => http::error_response(503),
-            Err(GuestEnd::Done | GuestEnd::Failed) => http::error_response(500),
+            Err(end) => guest::answer_without_head(&self.name, end),
         }
     }
 }
@@ -225,36 +220,4 @@ async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()
     };
     instance.serve(&head, &mut source).await?;
     Ok(())
-}
-
-/// A request body as the guest consumes it.
-pub enum BodySource<'b> {
-    Stream(&'b mut http::RequestBody),
-    Buffered { pieces: VecDeque<Bytes>, len: u64 },
-}
-
-impl BodySource<'_> {
-    async fn gather(body: &mut http::RequestBody) -> Result<BodySource<'static>, BodyError> {
-        let mut pieces = VecDeque::new();
-        let mut len = 0;
-        while let Some(piece) = body.chunk().await? {
-            len += piece.len() as u64;
-            pieces.push_back(piece);
-        }
-        Ok(BodySource::Buffered { pieces, len })
-    }
-
-    fn len(&self) -> u64 {
-        match self {
-            Self::Stream(body) => body.content_length().unwrap_or(0),
-            Self::Buffered { len, .. } => *len,
-        }
-    }
-
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
-        match self {
-            Self::Stream(body) => body.chunk().await,
-            Self::Buffered { pieces, .. } => Ok(pieces.pop_front()),
-        }
-    }
 }
