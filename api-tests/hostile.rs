@@ -436,3 +436,74 @@ fn garbage_instead_of_http_is_survived() {
         server.assert_unchanged(&before, what);
     }
 }
+
+/// What the HTTP layer refuses before a request reaches the API (a bad `Content-Length`,
+/// a head too large, too slow or malformed) is answered in the API's JSON error shape,
+/// like every other error, and changes nothing.
+#[test]
+fn requests_refused_before_the_api_are_answered_in_json() {
+    let (server, before) = echo_server();
+    let big_head = format!(
+        "GET /config HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let too_long = format!(
+        "PUT /config HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        64 * MIB
+    );
+    let cases: [(&str, Vec<u8>, u16); 6] = [
+        (
+            "a non-numeric Content-Length",
+            b"PUT /config HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}".to_vec(),
+            400,
+        ),
+        (
+            "two different Content-Lengths",
+            b"PUT /config HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+                .to_vec(),
+            400,
+        ),
+        ("a declared length over 32 MiB", too_long.into_bytes(), 413),
+        ("a head over 64 KiB", big_head.into_bytes(), 431),
+        (
+            "an unknown transfer coding",
+            b"PUT /config HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{}".to_vec(),
+            501,
+        ),
+        (
+            "a header line without a colon",
+            b"GET /config HTTP/1.1\r\nHost localhost\r\n\r\n".to_vec(),
+            400,
+        ),
+    ];
+    for (what, bytes, status) in cases {
+        let mut conn = server.conn();
+        conn.send(&bytes).expect("send");
+        let resp = conn
+            .read_response()
+            .unwrap_or_else(|e| panic!("{what}: no response: {e}"));
+        assert_json_error(&resp, status, what);
+        server.assert_unchanged(&before, what);
+    }
+
+    // A head that does not arrive within the control socket's 5 s.
+    let mut conn = server.conn();
+    conn.send(b"GET /config HTTP/1.1\r\nHost: x\r\n")
+        .expect("send");
+    let resp = conn.read_response().expect("a 408 once the head times out");
+    assert_json_error(&resp, 408, "a head that stalls");
+    server.assert_unchanged(&before, "a head that stalls");
+}
+
+#[track_caller]
+fn assert_json_error(resp: &Response, status: u16, what: &str) {
+    assert_eq!(resp.status, status, "{what}: {resp}");
+    assert_eq!(
+        resp.header("Content-Type"),
+        Some("application/json"),
+        "{what}: {resp}"
+    );
+    let body = resp.json();
+    assert!(body["error"].is_string(), "{what}: {resp}");
+    assert!(body["detail"].is_string(), "{what}: {resp}");
+}

@@ -90,8 +90,21 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let control_plane = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("wharf-control")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("wharf: failed to start the control runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let handle = data_plane.handle().clone();
-    let result = actix_web::rt::System::new().block_on(run(cli, handle));
+    let result = control_plane.block_on(run(cli, handle));
+    control_plane.shutdown_timeout(std::time::Duration::from_secs(5));
     data_plane.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -104,8 +117,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(log: Option<&Path>) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_env("WHARF_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match log {
         Some(path) => {
@@ -163,7 +175,7 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
             .with_context(|| format!("the config file `{source}` was not applied"))?;
     }
 
-    actix_web::rt::spawn(watch::run(Arc::downgrade(&controller)));
+    tokio::spawn(watch::run(Arc::downgrade(&controller)));
 
     let address = cli
         .control
@@ -171,8 +183,6 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
     let listener = ControlListener::bind(&address, cli.control_mode)?;
     let socket_path = listener.socket_path().map(Path::to_path_buf);
     let server = listener.serve(Arc::clone(&controller), stats)?;
-    let handle = server.handle();
-    let serving = actix_web::rt::spawn(server);
     tracing::info!(%address, "controller started");
     if let Some(pid) = &cli.pid {
         std::fs::write(pid, format!("{}\n", std::process::id()))
@@ -180,7 +190,7 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
     }
 
     let logs = Arc::clone(&controller);
-    actix_web::rt::spawn(async move {
+    tokio::spawn(async move {
         while reopen.recv().await.is_some() {
             tracing::info!("SIGUSR1 received, reopening the access log");
             logs.current().running.reopen_access_log();
@@ -189,8 +199,7 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
 
     let signal_name = shutdown.received().await;
     tracing::info!("{signal_name} received, exiting");
-    handle.stop(true).await;
-    let _ = serving.await;
+    server.stop().await;
     controller.shut_down();
     if let Some(path) = socket_path {
         let _ = std::fs::remove_file(path);

@@ -1,14 +1,13 @@
-//! Reading a control request body: bounded in size and in how long the client may stall.
+//! Reading a control request body: bounded in size and in how long the client may stall
+//! (the HTTP layer enforces both, with the settings `super::settings` gives it; this
+//! turns what it reports into the API's answers).
 
 use std::time::Duration;
 
-use actix_web::HttpRequest;
-use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_LENGTH;
-use actix_web::web::{Bytes, BytesMut, Payload};
-use futures_util::StreamExt as _;
+use bytes::{Bytes, BytesMut};
 
-use super::reply::{BAD_BODY, BODY_TIMEOUT, BODY_TOO_LARGE, Reply};
+use super::reply::{BAD_BODY, BODY_TIMEOUT, Reply, StatusCode};
+use crate::http::{BodyError, RequestBody};
 
 /// Largest body the control API reads; a config of thousands of routes is far below it.
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -16,26 +15,17 @@ pub const MAX_BODY: usize = 32 * 1024 * 1024;
 /// Longest silence allowed between two pieces of a body.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn read(request: &HttpRequest, mut payload: Payload) -> Result<Bytes, Reply> {
-    let too_large = || {
-        Reply::error_with(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            BODY_TOO_LARGE,
-            format!("The control API accepts bodies of at most {MAX_BODY} bytes."),
-        )
-    };
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY as u64) {
-        return Err(too_large());
-    }
-    let mut body = BytesMut::new();
+pub async fn read(body: &mut RequestBody) -> Result<Bytes, Reply> {
+    let mut whole = BytesMut::new();
     loop {
-        match tokio::time::timeout(BODY_IDLE_TIMEOUT, payload.next()).await {
-            Err(_) => {
+        match body.chunk().await {
+            Ok(None) => return Ok(whole.freeze()),
+            Ok(Some(chunk)) if whole.len() + chunk.len() > MAX_BODY => {
+                return Err(Reply::body_too_large(MAX_BODY));
+            }
+            Ok(Some(chunk)) => whole.extend_from_slice(&chunk),
+            Err(BodyError::TooLarge) => return Err(Reply::body_too_large(MAX_BODY)),
+            Err(BodyError::Timeout) => {
                 return Err(Reply::error_with(
                     StatusCode::REQUEST_TIMEOUT,
                     BODY_TIMEOUT,
@@ -45,19 +35,12 @@ pub async fn read(request: &HttpRequest, mut payload: Payload) -> Result<Bytes, 
                     ),
                 ));
             }
-            Ok(None) => return Ok(body.freeze()),
-            Ok(Some(Err(e))) => {
+            Err(e) => {
                 return Err(Reply::error_with(
                     StatusCode::BAD_REQUEST,
                     BAD_BODY,
                     e.to_string(),
                 ));
-            }
-            Ok(Some(Ok(chunk))) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
             }
         }
     }

@@ -5,20 +5,16 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::IF_MATCH;
-use actix_web::http::{Method, StatusCode};
-use actix_web::web::{Data, Payload};
-use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::body;
-use super::reply::{self, Reply};
+use super::reply::{self, Reply, StatusCode};
 use crate::config::path::{self, array_index};
 use crate::config::{dialect, edit};
 use crate::controller::{ChangeOrigin, Controller, Precondition};
 use crate::dispatch::Published;
 use crate::error::{ChangeError, RestartError};
-use crate::http::ConnectionStats;
+use crate::http::{ConnectionStats, Request};
 use crate::status;
 
 /// What the control handlers share.
@@ -27,30 +23,61 @@ pub struct ControlState {
     pub stats: Arc<ConnectionStats>,
 }
 
-pub async fn dispatch(
-    request: HttpRequest,
-    payload: Payload,
-    state: Data<ControlState>,
-) -> HttpResponse {
-    let raw_path = request.uri().path().to_owned();
+/// The request methods the control API knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Put,
+    Post,
+    Delete,
+    Other,
+}
+
+impl Method {
+    fn of(request: &Request) -> Method {
+        match &request.method[..] {
+            b"GET" => Method::Get,
+            b"PUT" => Method::Put,
+            b"POST" => Method::Post,
+            b"DELETE" => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
+pub async fn dispatch(mut request: Request, state: &ControlState) -> Reply {
+    // The path as sent (segments are decoded one by one, so `%2F` stays inside a key).
+    let Ok(raw_path) = std::str::from_utf8(request.target.raw()) else {
+        return Reply::error(StatusCode::NOT_FOUND, reply::NOT_FOUND);
+    };
+    let raw_path = raw_path.to_owned();
     let segments = path::normalize(&raw_path);
-    let reply = match segments.split_first() {
-        None => root(&request, &state),
+    match segments.split_first() {
+        None => root(&request, state),
         Some((&"config", rest)) => {
-            let reply = config(&request, payload, &state, &segments, rest).await;
+            let reply = config(&mut request, state, &segments, rest).await;
             // Every /config answer says which generation it was made against.
             reply.or_generation(state.controller.current().number)
         }
-        Some((&"status", rest)) => status(&request, &state, rest),
-        Some((&"control", rest)) => control(&request, &state, rest).await,
-        Some((&"history", rest)) => history(&request, &state, rest).await,
+        Some((&"status", rest)) => status(&request, state, rest),
+        Some((&"control", rest)) => control(&request, state, rest).await,
+        Some((&"history", rest)) => history(&request, state, rest).await,
         Some(_) => Reply::not_found(),
-    };
-    reply.into_response()
+    }
 }
 
-fn root(request: &HttpRequest, state: &ControlState) -> Reply {
-    if request.method() != Method::GET {
+fn root(request: &Request, state: &ControlState) -> Reply {
+    if Method::of(request) != Method::Get {
         return Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::INVALID_METHOD);
     }
     let current = state.controller.current();
@@ -59,8 +86,7 @@ fn root(request: &HttpRequest, state: &ControlState) -> Reply {
 }
 
 async fn config(
-    request: &HttpRequest,
-    payload: Payload,
+    request: &mut Request,
     state: &ControlState,
     segments: &[&str],
     rest: &[&str],
@@ -69,21 +95,21 @@ async fn config(
         Ok(p) => p,
         Err(e) => return Reply::error_with(StatusCode::NOT_FOUND, reply::NOT_FOUND, e.to_string()),
     };
-    let method = request.method().clone();
-    if method == Method::GET {
+    let method = Method::of(request);
+    if method == Method::Get {
         let current = state.controller.current();
         return match edit::get(&current.tree, &node_path) {
             Some(value) => Reply::ok(value.clone()).with_generation(current.number),
             None => Reply::not_found(),
         };
     }
-    if ![Method::PUT, Method::POST, Method::DELETE].contains(&method) {
+    if ![Method::Put, Method::Post, Method::Delete].contains(&method) {
         return Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::METHOD_NOT_ALLOWED);
     }
-    let new_value = if method == Method::DELETE {
+    let new_value = if method == Method::Delete {
         None
     } else {
-        let body = match body::read(request, payload).await {
+        let body = match body::read(&mut request.body).await {
             Ok(body) => body,
             Err(reply) => return reply,
         };
@@ -93,14 +119,14 @@ async fn config(
         }
     };
     let origin = ChangeOrigin {
-        method: method.to_string(),
+        method: method.name().to_owned(),
         path: format!("/{}", segments.join("/")),
     };
     let result = state
         .controller
         .change(origin, &precondition(request), |tree| {
             match new_value {
-                Some(value) if method == Method::PUT => edit::put(tree, &node_path, value),
+                Some(value) if method == Method::Put => edit::put(tree, &node_path, value),
                 Some(value) => edit::post(tree, &node_path, value),
                 None => edit::delete(tree, &node_path),
             }
@@ -110,8 +136,8 @@ async fn config(
     change_reply(result)
 }
 
-fn status(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> Reply {
-    if request.method() != Method::GET {
+fn status(request: &Request, state: &ControlState, rest: &[&str]) -> Reply {
+    if Method::of(request) != Method::Get {
         return Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::INVALID_METHOD);
     }
     let invalid_path = || Reply::error(StatusCode::NOT_FOUND, reply::INVALID_PATH);
@@ -125,14 +151,14 @@ fn status(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> Reply {
     }
 }
 
-async fn control(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> Reply {
+async fn control(request: &Request, state: &ControlState, rest: &[&str]) -> Reply {
     let [applications, name, restart] = rest else {
         return Reply::not_found();
     };
     if *applications != "applications" || *restart != "restart" {
         return Reply::not_found();
     }
-    if request.method() != Method::GET {
+    if Method::of(request) != Method::Get {
         return Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::INVALID_METHOD);
     }
     let Ok(name) = path::decode_segment(name) else {
@@ -154,7 +180,7 @@ async fn control(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> 
     }
 }
 
-async fn history(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> Reply {
+async fn history(request: &Request, state: &ControlState, rest: &[&str]) -> Reply {
     let controller = &state.controller;
     let generation = match rest.first() {
         None => None,
@@ -163,13 +189,13 @@ async fn history(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> 
             None => return Reply::not_found(),
         },
     };
-    let method = request.method();
+    let method = Method::of(request);
     match (generation, &rest[rest.len().min(1)..]) {
-        (None, []) if method == Method::GET => match controller.store().history() {
+        (None, []) if method == Method::Get => match controller.store().history() {
             Ok(entries) => Reply::ok(json!(entries)),
             Err(e) => internal(&e),
         },
-        (Some(generation), []) if method == Method::GET => match controller.stored_tree(generation)
+        (Some(generation), []) if method == Method::Get => match controller.stored_tree(generation)
         {
             Ok(Some((entry, tree))) => {
                 let mut body = json!(entry);
@@ -179,7 +205,7 @@ async fn history(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> 
             Ok(None) => not_kept(generation),
             Err(e) => internal(&e),
         },
-        (Some(generation), ["restore"]) if method == Method::POST => {
+        (Some(generation), ["restore"]) if method == Method::Post => {
             restore(request, controller, generation).await
         }
         (Some(_), ["restore"]) => {
@@ -191,7 +217,7 @@ async fn history(request: &HttpRequest, state: &ControlState, rest: &[&str]) -> 
 }
 
 /// Rolls the config back: commits generation `generation`'s tree as a new generation.
-async fn restore(request: &HttpRequest, controller: &Controller, generation: u64) -> Reply {
+async fn restore(request: &Request, controller: &Controller, generation: u64) -> Reply {
     let tree = match controller.stored_tree(generation) {
         Ok(Some((_, tree))) => tree,
         Ok(None) => return not_kept(generation),
@@ -219,7 +245,7 @@ fn internal(error: &anyhow::Error) -> Reply {
     tracing::error!("control request failed: {error:#}");
     Reply::error_with(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "Internal error.",
+        reply::INTERNAL_ERROR,
         format!("{error:#}"),
     )
 }
@@ -261,11 +287,12 @@ fn change_reply(result: Result<Arc<Published>, ChangeError>) -> Reply {
 
 /// `If-Match`: absent or `*` matches any generation; otherwise one of the listed strong
 /// tags must name the current one. Weak or malformed tags never match.
-fn precondition(request: &HttpRequest) -> Precondition {
+fn precondition(request: &Request) -> Precondition {
     let values: Vec<&str> = request
-        .headers()
-        .get_all(IF_MATCH)
-        .map(|v| v.to_str().unwrap_or(""))
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"if-match"))
+        .map(|(_, value)| std::str::from_utf8(value).unwrap_or(""))
         .collect();
     if values.is_empty() {
         return Precondition::Any;

@@ -1,5 +1,7 @@
 //! The control API server: binds the control socket (a Unix socket by default, TCP if
-//! asked) and serves `handlers` on it.
+//! asked) and serves `handlers` on it, over the same HTTP/1.1 server as the data plane
+//! (`crate::http`). Every answer is JSON, the ones the HTTP layer gives by itself (a
+//! malformed head, a bad `Content-Length`, a head too large or too slow) included.
 
 mod body;
 mod handlers;
@@ -14,17 +16,26 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::web::{self, Data};
-use actix_web::{App, HttpServer};
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use socket2::{Domain, SockAddr, Socket, Type};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub use handlers::ControlState;
 
 use crate::controller::Controller;
-use crate::http::ConnectionStats;
+use crate::http::{self, Completion, ConnectionStats, Handler, Request, Response};
 use crate::sockets::remove_stale_socket;
+
+/// Longest wait for a complete request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a connection may wait for its next request.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// How long a stop waits for requests in flight.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the control API listens: `unix:/path`, `ip:port` or `[ipv6]:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,29 +118,86 @@ impl ControlListener {
         }
     }
 
-    /// Starts serving the control API; the returned server runs until stopped.
+    /// Starts serving the control API on the current runtime; `stats` are the data
+    /// plane's, for `/status`. The returned server runs until stopped.
     pub fn serve(
         self,
         controller: Arc<Controller>,
         stats: Arc<ConnectionStats>,
-    ) -> anyhow::Result<Server> {
-        let state = Data::new(ControlState { controller, stats });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .default_service(web::to(handlers::dispatch))
-        })
-        .workers(2)
-        .disable_signals()
-        .client_request_timeout(Duration::from_secs(5))
-        .client_disconnect_timeout(Duration::from_secs(1))
-        .keep_alive(Duration::from_secs(5))
-        .shutdown_timeout(5);
-        let server = match self {
-            Self::Unix { listener, .. } => server.listen_uds(listener)?,
-            Self::Tcp(listener) => server.listen(listener)?,
+    ) -> anyhow::Result<ControlServer> {
+        let listener = match self {
+            Self::Unix { listener, .. } => {
+                listener.set_nonblocking(true)?;
+                http::Listener::Unix(tokio::net::UnixListener::from_std(listener)?)
+            }
+            Self::Tcp(listener) => {
+                listener.set_nonblocking(true)?;
+                http::Listener::Tcp(tokio::net::TcpListener::from_std(listener)?)
+            }
         };
-        Ok(server.run())
+        let handler = Arc::new(ControlHandler {
+            state: ControlState { controller, stats },
+        });
+        let settings = Arc::new(ArcSwap::from_pointee(settings()));
+        // The control API's own connections are not the data plane's: not in `/status`.
+        let own_stats = Arc::new(ConnectionStats::default());
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(http::serve(listener, handler, settings, own_stats, stopped));
+        Ok(ControlServer { stop, task })
+    }
+}
+
+/// The HTTP settings of the control socket: bodies up to `body::MAX_BODY`, and short
+/// timeouts, since its clients are tools, not browsers.
+fn settings() -> http::Settings {
+    http::Settings {
+        header_read_timeout: HEAD_TIMEOUT,
+        body_read_timeout: body::BODY_IDLE_TIMEOUT,
+        idle_timeout: KEEP_ALIVE,
+        max_body_size: body::MAX_BODY as u64,
+        // Header names are the control API's own business: `If-Match` has no `_`.
+        discard_unsafe_fields: false,
+        // Paths are resolved as Unit's controller does (`config::path`), `..` above the
+        // root included, and segments decoded one by one so `%2F` stays inside a key.
+        verbatim_targets: true,
+        ..http::Settings::default()
+    }
+}
+
+/// The running control API.
+pub struct ControlServer {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// Stops accepting, and waits a while for the requests in flight.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(STOP_TIMEOUT, self.task).await.is_err() {
+            tracing::warn!("the control API did not stop in time");
+        }
+    }
+}
+
+/// Serves the control API's requests, and renders the HTTP layer's own refusals as the
+/// API's JSON errors.
+struct ControlHandler {
+    state: ControlState,
+}
+
+impl Handler for ControlHandler {
+    async fn serve(&self, request: Request) -> (Response, Option<Completion>) {
+        let reply = handlers::dispatch(request, &self.state).await;
+        (reply.into_response(), None)
+    }
+
+    fn refusal(&self, status: u16) -> Response {
+        let reply = match status {
+            413 => reply::Reply::body_too_large(body::MAX_BODY),
+            status => reply::Reply::refusal(status),
+        };
+        reply.into_response()
     }
 }
 

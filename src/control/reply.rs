@@ -1,12 +1,25 @@
 //! Responses of the control API: pretty-printed JSON, Unit's error shape and titles.
 
-use actix_web::HttpResponse;
-use actix_web::http::StatusCode;
-use actix_web::http::header::{ContentType, ETAG};
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::dialect::JsonError;
+use crate::http::{Response, ResponseBody};
+
+/// The statuses the control API answers with.
+pub struct StatusCode;
+
+impl StatusCode {
+    pub const OK: u16 = 200;
+    pub const BAD_REQUEST: u16 = 400;
+    pub const NOT_FOUND: u16 = 404;
+    pub const METHOD_NOT_ALLOWED: u16 = 405;
+    pub const REQUEST_TIMEOUT: u16 = 408;
+    pub const PRECONDITION_FAILED: u16 = 412;
+    pub const PAYLOAD_TOO_LARGE: u16 = 413;
+    pub const INTERNAL_SERVER_ERROR: u16 = 500;
+}
 
 pub const NOT_FOUND: &str = "Value doesn't exist.";
 pub const METHOD_NOT_ALLOWED: &str = "Method isn't allowed.";
@@ -20,17 +33,21 @@ pub const PRECONDITION_FAILED: &str = "Precondition failed.";
 pub const BODY_TOO_LARGE: &str = "Request body is too large.";
 pub const BODY_TIMEOUT: &str = "Request body timed out.";
 pub const BAD_BODY: &str = "Invalid request body.";
+pub const BAD_REQUEST: &str = "Invalid request.";
+pub const HEAD_TIMEOUT: &str = "Request timed out.";
+pub const HEAD_TOO_LARGE: &str = "Request header is too large.";
+pub const INTERNAL_ERROR: &str = "Internal error.";
 pub const SUCCESS: &str = "Reconfiguration done.";
 
 /// A response under construction; `ETag` is added where the generation is known.
 pub struct Reply {
-    status: StatusCode,
+    status: u16,
     body: Value,
     generation: Option<u64>,
 }
 
 impl Reply {
-    pub fn json(status: StatusCode, body: Value) -> Self {
+    pub fn json(status: u16, body: Value) -> Self {
         Self {
             status,
             body,
@@ -46,11 +63,11 @@ impl Reply {
         Self::ok(json!({"success": message}))
     }
 
-    pub fn error(status: StatusCode, title: &str) -> Self {
+    pub fn error(status: u16, title: &str) -> Self {
         Self::json(status, json!({"error": title}))
     }
 
-    pub fn error_with(status: StatusCode, title: &str, detail: impl Into<String>) -> Self {
+    pub fn error_with(status: u16, title: &str, detail: impl Into<String>) -> Self {
         Self::json(status, json!({"error": title, "detail": detail.into()}))
     }
 
@@ -62,6 +79,27 @@ impl Reply {
                 "detail": error.detail,
                 "location": {"offset": error.offset, "line": error.line, "column": error.column},
             }),
+        )
+    }
+
+    /// What the HTTP layer refused a request with, before the API saw it.
+    pub fn refusal(status: u16) -> Self {
+        let (title, detail) = match status {
+            408 => (HEAD_TIMEOUT, "The request did not arrive in time."),
+            413 => (BODY_TOO_LARGE, "The request body is larger than the limit."),
+            431 => (HEAD_TOO_LARGE, "The request head is larger than the limit."),
+            500..=599 => (INTERNAL_ERROR, "The request could not be served."),
+            _ => (BAD_REQUEST, "The request is not valid HTTP/1.1."),
+        };
+        Self::error_with(status, title, detail)
+    }
+
+    /// A body over `limit` bytes.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::error_with(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            BODY_TOO_LARGE,
+            format!("The control API accepts bodies of at most {limit} bytes."),
         )
     }
 
@@ -80,13 +118,22 @@ impl Reply {
         self
     }
 
-    pub fn into_response(self) -> HttpResponse {
-        let mut builder = HttpResponse::build(self.status);
-        builder.insert_header(ContentType::json());
+    pub fn into_response(self) -> Response {
+        let mut headers = vec![(
+            Bytes::from_static(b"Content-Type"),
+            Bytes::from_static(b"application/json"),
+        )];
         if let Some(generation) = self.generation {
-            builder.insert_header((ETAG, format!("\"{generation}\"")));
+            headers.push((
+                Bytes::from_static(b"ETag"),
+                Bytes::from(format!("\"{generation}\"")),
+            ));
         }
-        builder.body(pretty(&self.body))
+        Response {
+            status: self.status,
+            headers,
+            body: ResponseBody::Full(Bytes::from(pretty(&self.body))),
+        }
     }
 }
 

@@ -25,10 +25,7 @@ use super::decode::{BodyDecoder, Decoded};
 use super::encode::ResponseContext;
 use super::head::{self, BodyFraming, Head, HeadError, MAX_HEAD, Semantics, parse_head};
 use super::output::{Output, write_response};
-use super::{
-    Completion, ConnectionStats, Handler, Request, Response, Sent, Settings, Version,
-    error_response,
-};
+use super::{Completion, ConnectionStats, Handler, Request, Response, Sent, Settings, Version};
 
 /// Usual size of a read while a head is awaited.
 const HEAD_READ: usize = 8 * 1024;
@@ -432,7 +429,8 @@ where
             server_version: self.settings.server_version,
         };
         let mut sent = Sent::default();
-        match write_response(&mut self.out, error_response(status), &context, &mut sent).await {
+        let page = self.handler.refusal(status);
+        match write_response(&mut self.out, page, &context, &mut sent).await {
             Ok(_) => Closing::Linger,
             Err(e) => {
                 tracing::debug!("writing an error response: {e}");
@@ -446,14 +444,13 @@ where
         let head_request = head.method.as_ref() == b"HEAD";
         let version = head.version;
         let settings = self.settings;
-        let checked =
-            match head::check(head, settings.max_body_size, settings.discard_unsafe_fields) {
-                Ok(checked) => checked,
-                Err(error) => {
-                    let closing = self.reject(error, Some((version, head_request))).await;
-                    return Reading::Closed(closing);
-                }
-            };
+        let checked = match head::check(head, settings) {
+            Ok(checked) => checked,
+            Err(error) => {
+                let closing = self.reject(error, Some((version, head_request))).await;
+                return Reading::Closed(closing);
+            }
+        };
         let (mut body, request_body, go) =
             BodyState::new(&checked.semantics, settings.max_body_size);
         let request = Request::new(
@@ -584,7 +581,7 @@ async fn answer<H: Handler, W: AsyncWrite + Unpin>(
             "the request handler panicked: {}",
             panic_message(&*panic)
         );
-        (error_response(500), None)
+        (handler.refusal(500), None)
     }))
 }
 

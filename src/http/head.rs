@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 
 use super::encode::{has_token, parse_decimal};
-use super::{Target, TargetError, Version};
+use super::{Settings, Target, TargetError, Version};
 
 /// Largest request head.
 pub(super) const MAX_HEAD: usize = 64 * 1024;
@@ -96,13 +96,11 @@ pub(super) struct Checked {
 }
 
 /// Checks a head, in the order whose first refusal the client hears: framing and
-/// connection fields, the body's size against `max_body_size`, then the request-target.
-/// With `discard_unsafe_fields`, fields `is_safe_field_name` refuses are dropped.
-pub(super) fn check(
-    head: Head,
-    max_body_size: u64,
-    discard_unsafe_fields: bool,
-) -> Result<Checked, HeadError> {
+/// connection fields, the body's size against `max_body_size`, then the request-target
+/// (taken as sent with `verbatim_targets`). With `discard_unsafe_fields`, fields
+/// `is_safe_field_name` refuses are dropped.
+pub(super) fn check(head: Head, settings: &Settings) -> Result<Checked, HeadError> {
+    let max_body_size = settings.max_body_size;
     let semantics = examine(&head)?;
     if let BodyFraming::Length(n) = semantics.framing
         && n > max_body_size
@@ -116,12 +114,17 @@ pub(super) fn check(
         mut headers,
     } = head;
     // (Checked first: `retain` costs more than a look, and nearly every head is clean.)
-    if discard_unsafe_fields && !headers.iter().all(|(name, _)| is_safe_field_name(name)) {
+    if settings.discard_unsafe_fields && !headers.iter().all(|(name, _)| is_safe_field_name(name)) {
         headers.retain(|(name, _)| is_safe_field_name(name));
     }
+    let target = if settings.verbatim_targets {
+        Target::verbatim(target)
+    } else {
+        Target::parse(target)?
+    };
     Ok(Checked {
         method,
-        target: Target::parse(target)?,
+        target,
         version,
         headers,
         semantics,
@@ -330,6 +333,14 @@ pub(super) fn examine(head: &Head) -> Result<Semantics, HeadError> {
 mod tests {
     use super::*;
 
+    /// The default settings with bodies up to `max_body_size` bytes.
+    fn limits(max_body_size: u64) -> Settings {
+        Settings {
+            max_body_size,
+            ..Settings::default()
+        }
+    }
+
     #[test]
     fn safe_field_names_are_letters_digits_and_dashes() {
         for b in 0..=u8::MAX {
@@ -409,7 +420,7 @@ mod tests {
         for &(bytes, status) in cases {
             let mut buf = BytesMut::from(bytes);
             let checked = parse_head(&mut buf, &mut Vec::new())
-                .and_then(|head| check(head.expect("a complete head"), 10, true));
+                .and_then(|head| check(head.expect("a complete head"), &limits(10)));
             let got = checked.err().map(HeadError::status);
             assert_eq!(got, Some(status), "{}", String::from_utf8_lossy(bytes));
         }
@@ -417,7 +428,7 @@ mod tests {
         let head = parse_head(&mut buf, &mut Vec::new())
             .expect("a valid head")
             .expect("a complete head");
-        let checked = check(head, 10, true).expect("accepted");
+        let checked = check(head, &limits(10)).expect("accepted");
         assert_eq!(checked.headers.len(), 1);
         assert_eq!(checked.target.path(), b"/a");
         assert_eq!(checked.semantics.framing, BodyFraming::None);

@@ -202,6 +202,13 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         request: Request,
     ) -> impl Future<Output = (Response, Option<Completion>)> + Send;
+
+    /// What the server answers by itself with `status` (a request it refuses before the
+    /// handler sees it, or a handler that panicked): Unit's error page, unless the
+    /// handler renders its errors otherwise.
+    fn refusal(&self, status: u16) -> Response {
+        error_response(status)
+    }
 }
 
 /// Connection and request counters of the data plane, for `/status`.
@@ -242,6 +249,9 @@ pub struct Settings {
     /// Drop request header fields whose names hold anything but letters, digits and
     /// `-` before anything sees them (Unit's default).
     pub discard_unsafe_fields: bool,
+    /// Hand the handler the request-target as sent, without Unit's decoding and dot-segment
+    /// rules (and their refusals): for the control API, which resolves its paths itself.
+    pub verbatim_targets: bool,
 }
 
 impl Default for Settings {
@@ -255,6 +265,7 @@ impl Default for Settings {
             max_body_size: 8 * 1024 * 1024,
             server_version: true,
             discard_unsafe_fields: true,
+            verbatim_targets: false,
         }
     }
 }

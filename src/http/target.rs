@@ -68,6 +68,20 @@ impl Target {
         })
     }
 
+    /// The target as sent, nothing decoded or resolved, its path everything before the
+    /// first `?`: for a handler that resolves paths its own way (`Settings::verbatim_targets`).
+    pub fn verbatim(raw: Bytes) -> Self {
+        let question = raw.iter().position(|&b| b == b'?');
+        let path_end = question.unwrap_or(raw.len());
+        let query = question.map_or(raw.len()..raw.len(), |at| at + 1..raw.len());
+        Self {
+            raw,
+            decoded: None,
+            path_end,
+            query,
+        }
+    }
+
     /// The target as sent.
     pub fn raw(&self) -> &Bytes {
         &self.raw
