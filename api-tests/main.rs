@@ -18,7 +18,7 @@ mod concurrency;
 mod connections;
 mod generations;
 mod guests;
-mod hostile;
+mod hostile_control;
 mod hostile_guests;
 mod hot_swap;
 mod invalid_configs;

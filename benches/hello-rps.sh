@@ -5,6 +5,9 @@
 #
 #   benches/hello-rps.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 10 s)
 #
+# WHARF=/path/to/wharf runs another build of Wharf (an older commit's, to compare) in
+# place of this checkout's target/release/wharf.
+#
 # Each round runs wrk (-t2 -c64) against native, then Wharf; the summary prints every
 # round, the medians and the ratio Wharf / native.
 set -euo pipefail
@@ -28,7 +31,7 @@ cat >"$work/config.json" <<JSON
     "free_handler": "luw_free_handler", "processes": $(nproc)}}
 }
 JSON
-target/release/wharf --statedir "$work/state" --config "$work/config.json" 2>"$work/wharf.log" &
+"${WHARF:-target/release/wharf}" --statedir "$work/state" --config "$work/config.json" 2>"$work/wharf.log" &
 pids+=($!)
 target/release/examples/native_hello "127.0.0.1:$native_port" 2>"$work/native.log" &
 pids+=($!)

@@ -7,9 +7,9 @@
 //! no response, a broken body) costs only its own request: the client gets 500, or a
 //! cut-short body if the head was already out, and the log says why, tagged with the app.
 
-pub mod exchange;
 pub mod host;
 pub mod spec;
+pub mod wasi_http;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -118,7 +118,7 @@ impl ComponentApp {
     /// sent yet, else a cut-short body.
     pub async fn serve(&self, request: Request) -> Response {
         let deadline = self.limits.deadline();
-        let request = match exchange::incoming(request) {
+        let request = match wasi_http::incoming(request) {
             Ok(request) => request,
             Err(e) => {
                 tracing::info!(app = %self.name, "request refused: {e}");
@@ -197,10 +197,10 @@ impl ComponentApp {
                 Err(rest)
             }
         };
-        let body = exchange::forward(Arc::clone(&self.name), source, guest);
+        let body = wasi_http::forward(Arc::clone(&self.name), source, guest);
         Response {
             status: parts.status.as_u16(),
-            headers: exchange::response_headers(&parts.headers),
+            headers: wasi_http::response_headers(&parts.headers),
             body,
         }
     }
