@@ -3,8 +3,10 @@
 //! modules, starting instances, opening files); everything that can be wrong with the
 //! tree itself has been found by the time a `Plan` exists.
 //!
-//! Each default lives here, once; `schema/config.schema.json` states the same defaults as
-//! `default` annotations, and a test holds the two together.
+//! Each default lives in one place: the `Default` of the type it belongs to
+//! (`http::Settings`, `Limits`, `PoolSize`) or a constant here. `schema/config.schema.json`
+//! states the same defaults as `default` annotations, and the tests below hold the two
+//! together.
 
 mod apps;
 mod settings;
@@ -19,8 +21,7 @@ use crate::access_log;
 use crate::http;
 use crate::routing::{CompileError, ListenerPasses, Router};
 
-pub use apps::{AppKind, AppSpec, DEFAULT_IDLE_TIMEOUT};
-pub use settings::DEFAULT_BACKLOG;
+pub use apps::{AppKind, AppSpec};
 
 /// A validated config, compiled.
 pub struct Plan {
@@ -76,18 +77,6 @@ impl Plan {
             access_log,
             http: settings::http(tree.pointer("/settings/http")),
         })
-    }
-
-    /// The plan of the empty config.
-    pub fn empty() -> Plan {
-        Plan {
-            applications: Vec::new(),
-            listeners: Vec::new(),
-            router: Arc::default(),
-            passes: Arc::default(),
-            access_log: None,
-            http: http::Settings::default(),
-        }
     }
 }
 
