@@ -25,15 +25,7 @@ cpu_per_request() {
     local port state pid t0 t1 out requests
     port=$(free_port)
     state=$(mktemp -d -p "$work")
-    cat >"$state/config.json" <<JSON
-{
-  "listeners": {"127.0.0.1:$port": {"pass": "applications/hello"}},
-  "applications": {"hello": {
-    "type": "wasm", "module": "$repo/target/wasm/hello.wasm",
-    "request_handler": "luw_request_handler", "malloc_handler": "luw_malloc_handler",
-    "free_handler": "luw_free_handler", "processes": $(nproc)}}
-}
-JSON
+    hello_config "$port" >"$state/config.json"
     "$1" --statedir "$state/state" --config "$state/config.json" 2>"$state/wharf.log" &
     pid=$!
     wait_for "http://127.0.0.1:$port/"

@@ -22,15 +22,7 @@ source benches/lib.sh
 wharf_port=$(free_port)
 native_port=$(free_port)
 
-cat >"$work/config.json" <<JSON
-{
-  "listeners": {"127.0.0.1:$wharf_port": {"pass": "applications/hello"}},
-  "applications": {"hello": {
-    "type": "wasm", "module": "$repo/target/wasm/hello.wasm",
-    "request_handler": "luw_request_handler", "malloc_handler": "luw_malloc_handler",
-    "free_handler": "luw_free_handler", "processes": $(nproc)}}
-}
-JSON
+hello_config "$wharf_port" >"$work/config.json"
 "${WHARF:-target/release/wharf}" --statedir "$work/state" --config "$work/config.json" 2>"$work/wharf.log" &
 pids+=($!)
 target/release/examples/native_hello "127.0.0.1:$native_port" 2>"$work/native.log" &

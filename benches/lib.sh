@@ -15,6 +15,20 @@ wait_for() { for _ in $(seq 300); do curl -fs "$1" >/dev/null && return 0; sleep
 # rps URL: requests/s of wrk -t2 -c64 for $seconds.
 rps() { wrk -t2 -c64 -d"${seconds}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
 
+# hello_config PORT: the config of the hello guest on 127.0.0.1:PORT, with as many
+# instances as cores (the benchmarks set `processes`; unset is one instance).
+hello_config() {
+    cat <<JSON
+{
+  "listeners": {"127.0.0.1:$1": {"pass": "applications/hello"}},
+  "applications": {"hello": {
+    "type": "wasm", "module": "$repo/target/wasm/hello.wasm",
+    "request_handler": "luw_request_handler", "malloc_handler": "luw_malloc_handler",
+    "free_handler": "luw_free_handler", "processes": $(nproc)}}
+}
+JSON
+}
+
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # side_by_side ROUNDS NAME_A URL_A NAME_B URL_B: checks both answer the same body, then
