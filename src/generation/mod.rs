@@ -112,14 +112,6 @@ impl Generation {
         self.applications.iter().map(|(name, app)| (name, app))
     }
 
-    pub fn application_names(&self) -> impl Iterator<Item = &str> {
-        self.applications.iter().map(|(name, _)| name.as_str())
-    }
-
-    pub fn has_application(&self, name: &str) -> bool {
-        self.application(name).is_some()
-    }
-
     pub fn application(&self, name: &str) -> Option<&Arc<Application>> {
         self.applications
             .iter()
