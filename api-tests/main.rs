@@ -16,6 +16,7 @@ mod cli;
 mod components;
 mod concurrency;
 mod connections;
+mod deploy_config;
 mod generations;
 mod guests;
 mod hostile_control;
