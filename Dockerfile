@@ -38,7 +38,7 @@ EXPOSE 8080
 # directory: mount a volume on the first, and the second to reach the socket from outside.
 VOLUME ["/var/lib/wharf"]
 # Wharf stops on SIGTERM, SIGINT and SIGQUIT alike today: the listeners close, requests in
-# progress get up to 5 seconds to finish, then it exits 0 (docs/operations.md#stopping).
+# progress get up to 5 seconds to finish, then it exits 0 (docs/operations.md#signals-and-stopping).
 # SIGTERM is named here because that is the signal Wharf's shutdown was written for; a
 # graceful SIGQUIT drain as in Unit is not implemented yet.
 STOPSIGNAL SIGTERM

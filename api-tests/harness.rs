@@ -1148,7 +1148,8 @@ pub fn guest_file(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// The path of an example guest built from `examples/guests/<name>` by
-/// `scripts/build-examples` (`hello`, `echo`, `upload-reflector`, `large-upload`).
+/// `scripts/build-examples` (`hello`, `echo`, `upload-reflector`, `large-upload`), or
+/// from `examples/c/<name>.c` (`hello-c`).
 #[track_caller]
 pub fn example_guest(name: &str) -> String {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/wasm/"))

@@ -671,6 +671,27 @@ fn post_sized(key: &str, len: usize) -> Response {
         .unwrap_or_else(|e| panic!("POST of {len} bytes: no response: {e}"))
 }
 
+/// examples/c/hello-c.c, built by scripts/build-examples with docs/writing-modules.md's
+/// clang command on libunit-wasm: a C module serves like the Rust ones.
+#[test]
+fn the_c_example_on_libunit_wasm_serves() {
+    let key = listener_key();
+    let server = Server::start();
+    server.load(&json!({
+        "listeners": {key.clone(): {"pass": "applications/hello-c"}},
+        "applications": {"hello-c": example_app("hello-c")}
+    }));
+    for _ in 0..2 {
+        let resp = get_from(&key, "/");
+        assert_eq!(resp.status, 200, "{resp}");
+        assert_eq!(resp.body, "Hello from C!\n", "{resp}");
+        assert_eq!(resp.header("content-type"), Some("text/plain"), "{resp}");
+    }
+    let resp = post_sized(&key, 100_000);
+    assert_eq!(resp.status, 200, "a body the module ignores: {resp}");
+    assert_eq!(resp.body, "Hello from C!\n", "{resp}");
+}
+
 #[test]
 fn the_default_body_limit_is_8_mib() {
     let key = listener_key();
