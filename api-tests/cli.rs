@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{
-    BIN, Conn, Server, assert_done, default_config, echo_config, free_port, run_bin, wait_until,
+    BIN, Conn, Server, assert_done, default_config, echo_config, example_app, free_port,
+    listener_key, run_bin, send_signal, wait_until,
 };
 
 #[test]
@@ -172,6 +174,81 @@ fn sigterm_sigint_and_sigquit_exit_0_and_remove_the_socket() {
 }
 
 #[test]
+fn sigquit_lets_the_request_in_flight_finish_and_refuses_new_connections() {
+    let key = listener_key();
+    let mut server = Server::start();
+    server.load(&json!({
+        "listeners": {key.clone(): {"pass": "applications/reflector"}},
+        "routes": [],
+        "applications": {"reflector": example_app("upload-reflector")}
+    }));
+    // A request in flight: its head and half its body sent, the rest held back.
+    let mut in_flight = Conn::open_tcp(&key).expect("connect");
+    in_flight
+        .send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello")
+        .expect("send the first half");
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            || server.get("/status").json()["requests"]["total"] == 1
+        ),
+        "the server never read the request's head\n{}",
+        server.log()
+    );
+
+    let pid = server.pid();
+    send_signal(pid, "QUIT");
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(&key)
+            .is_err()),
+        "the listener must close at SIGQUIT\n{}",
+        server.log()
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "wharf must wait for the request in flight\n{}",
+        server.log()
+    );
+
+    in_flight.send(b"world").expect("send the second half");
+    let resp = in_flight.read_response().expect("the response");
+    assert_eq!(resp.status, 200, "{resp}\n{}", server.log());
+    assert_eq!(resp.body, "helloworld", "{resp}");
+    let status = server.wait_for_exit();
+    assert!(status.success(), "exit status {status}\n{}", server.log());
+}
+
+#[test]
+fn sigquit_exits_at_the_drain_timeout_when_a_request_never_finishes() {
+    let key = listener_key();
+    let mut server = Server::builder().arg("--drain-timeout").arg("1").start();
+    server.load(&json!({
+        "listeners": {key.clone(): {"pass": "applications/reflector"}},
+        "routes": [],
+        "applications": {"reflector": example_app("upload-reflector")}
+    }));
+    let mut stuck = Conn::open_tcp(&key).expect("connect");
+    stuck
+        .send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello")
+        .expect("send half a body");
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            || server.get("/status").json()["requests"]["total"] == 1
+        ),
+        "the server never read the request's head\n{}",
+        server.log()
+    );
+    let status = server.stop_with("QUIT");
+    assert!(status.success(), "exit status {status}\n{}", server.log());
+    assert!(
+        server.log().contains("drain timeout reached"),
+        "the log must say requests were cut\n{}",
+        server.log()
+    );
+}
+
+#[test]
 fn sigterm_exits_even_with_a_client_connection_open() {
     let mut server = Server::start();
     let mut idle = server.conn();
@@ -238,6 +315,41 @@ fn the_log_file_receives_the_log() {
         fs::read_to_string(&log)
     );
     assert_eq!(server.config(), default_config());
+}
+
+#[test]
+fn sigusr1_reopens_the_log_file_after_rotation() {
+    let builder = Server::builder();
+    let log = builder.dir().join("wharf.log");
+    let rotated = builder.dir().join("wharf.log.1");
+    let server = builder.arg("--log").arg(&log).start();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            fs::read_to_string(&log).is_ok_and(|s| s.contains("controller started"))
+        }),
+        "--log file never said `controller started`: {:?}",
+        fs::read_to_string(&log)
+    );
+    fs::rename(&log, &rotated).expect("rotate the log");
+    send_signal(server.pid(), "USR1");
+    assert!(
+        wait_until(Duration::from_secs(30), || log.exists()),
+        "SIGUSR1 did not reopen the log at its path; the old file has:\n{:?}",
+        fs::read_to_string(&rotated)
+    );
+    server.load(
+        &json!({"listeners": {}, "routes": [{"action": {"return": 204}}], "applications": {}}),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            fs::read_to_string(&log).is_ok_and(|s| s.contains("reconfiguration done"))
+        }),
+        "a line logged after SIGUSR1 must go to the new file: {:?}",
+        fs::read_to_string(&log)
+    );
+    let old = fs::read_to_string(&rotated).expect("the rotated log");
+    assert!(old.contains("controller started"), "{old}");
+    assert!(!old.contains("reconfiguration done"), "{old}");
 }
 
 /// Kills a child started by hand when the test ends.
