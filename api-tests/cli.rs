@@ -352,6 +352,145 @@ fn sigusr1_reopens_the_log_file_after_rotation() {
     assert!(!old.contains("reconfiguration done"), "{old}");
 }
 
+/// Whether this test process runs as root (CI does); the privilege tests need it.
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"))
+    })
+}
+
+/// The effective uid of a process, from `/proc`.
+fn effective_uid(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// A port below 1024 that is free now.
+fn free_privileged_port() -> u16 {
+    (900..1024)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below 1024")
+}
+
+const NOBODY: u32 = 65534;
+
+#[test]
+fn user_nobody_serves_as_nobody_and_still_binds_a_port_below_1024() {
+    if !running_as_root() {
+        eprintln!("skipped: --user needs the tests to run as root");
+        return;
+    }
+    let builder = Server::builder().arg("--user").arg("nobody");
+    let statedir = builder.dir().join("state");
+    fs::create_dir_all(&statedir).expect("create the state dir");
+    std::os::unix::fs::chown(builder.dir(), Some(NOBODY), Some(NOBODY)).expect("chown dir");
+    std::os::unix::fs::chown(&statedir, Some(NOBODY), Some(NOBODY)).expect("chown statedir");
+    let server = builder.start();
+    assert_eq!(
+        effective_uid(server.pid()),
+        Some(NOBODY),
+        "wharf must run as nobody\n{}",
+        server.log()
+    );
+    let low = format!("127.0.0.1:{}", free_privileged_port());
+    server.load(&json!({
+        "listeners": {low.clone(): {"pass": "routes"}},
+        "routes": [{"action": {"return": 204}}],
+        "applications": {}
+    }));
+    let resp = Conn::open_tcp(&low)
+        .expect("connect to the low port")
+        .request("GET", "/", &[], None)
+        .expect("GET");
+    assert_eq!(resp.status, 204, "{resp}");
+    // The state dir stayed usable: the change was committed there.
+    assert!(
+        server.log().contains("reconfiguration done"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn user_needs_root_or_names_the_running_user_and_unknown_users_are_errors() {
+    let (out, _dir) = Server::builder()
+        .arg("--user")
+        .arg("no-such-user-wharf")
+        .run_to_exit();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("there is no user `no-such-user-wharf`"),
+        "{out:?}"
+    );
+    let (out, _dir) = Server::builder()
+        .arg("--user")
+        .arg("root")
+        .arg("--group")
+        .arg("no-such-group-wharf")
+        .run_to_exit();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("there is no group `no-such-group-wharf`"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn control_user_and_group_own_the_socket_file() {
+    if !running_as_root() {
+        eprintln!("skipped: giving a file to another user needs the tests to run as root");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let server = Server::builder()
+        .arg("--control-user")
+        .arg("nobody")
+        .arg("--control-group")
+        .arg("nogroup")
+        .start();
+    let meta = fs::metadata(server.sock()).expect("the socket file");
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+    assert_eq!(meta.mode() & 0o777, 0o600);
+}
+
+#[test]
+fn unitd_legacy_state_and_modules_flags_are_accepted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("legacy-state");
+    let sock = dir.path().join("control.sock");
+    let log = dir.path().join("stderr.log");
+    let mut control = OsString::from("unix:");
+    control.push(&sock);
+    let child = Command::new(BIN)
+        .args([
+            OsString::from("--control"),
+            control,
+            "--state".into(),
+            state.clone().into(),
+        ])
+        .args(["--modules", "/nonexistent", "--no-daemon"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn wharf");
+    let _guard = KillOnDrop(child);
+    assert!(
+        wait_until(Duration::from_secs(60), || Conn::open(&sock).is_ok()),
+        "wharf never accepted on {}:\n{}",
+        sock.display(),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        state.join("config.sled").exists(),
+        "--state must be the state dir"
+    );
+}
+
 /// Kills a child started by hand when the test ends.
 struct KillOnDrop(Child);
 

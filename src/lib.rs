@@ -23,6 +23,7 @@ pub mod generation;
 pub mod http;
 pub mod listeners;
 pub mod log_file;
+pub mod privileges;
 pub mod routing;
 pub mod runtime;
 pub mod sockets;

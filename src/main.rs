@@ -21,6 +21,7 @@ use wharf::drain;
 use wharf::http::ConnectionStats;
 use wharf::listeners::Listeners;
 use wharf::log_file::LogFile;
+use wharf::privileges::{self, Identity};
 use wharf::runtime::Runtime;
 use wharf::store::Store;
 use wharf::watch;
@@ -36,7 +37,12 @@ struct Cli {
     #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
     control_mode: u32,
     /// Directory for the committed config, its history and caches
-    #[arg(long, value_name = "DIR", default_value = "wharf-state")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "wharf-state",
+        alias = "state"
+    )]
     statedir: PathBuf,
     /// Write the log to FILE (appending) instead of stderr
     #[arg(long, value_name = "FILE")]
@@ -51,8 +57,20 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     tmpdir: Option<PathBuf>,
     /// Accepted for unitd compatibility; has no effect
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", alias = "modules")]
     modulesdir: Option<PathBuf>,
+    /// Started as root, run as this user (keeping only the right to bind ports below 1024)
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// With --user, run with this group [default: the user's primary group]
+    #[arg(long, value_name = "GROUP", requires = "user")]
+    group: Option<String>,
+    /// Owner of the control socket file
+    #[arg(long, value_name = "USER")]
+    control_user: Option<String>,
+    /// Group of the control socket file
+    #[arg(long, value_name = "GROUP")]
+    control_group: Option<String>,
     /// Apply and commit this config file at startup; a bad file stops the server
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -85,6 +103,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // Before any thread exists: credentials and capabilities are per thread, and the
+    // runtimes' threads inherit the main thread's.
+    if let Err(e) = run_as_user(&cli) {
+        tracing::error!("{e:#}");
+        eprintln!("wharf: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     // Guests and data-plane connections run on their own multi-threaded runtime; the
     // control API keeps its own, so a busy data plane never delays reconfiguration.
     let data_plane = match tokio::runtime::Builder::new_multi_thread()
@@ -122,6 +147,41 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `--user`/`--group`: prepares the state dir for that user (creating it owned by them
+/// if it is missing), then drops to them.
+fn run_as_user(cli: &Cli) -> anyhow::Result<()> {
+    let Some(user) = &cli.user else {
+        return Ok(());
+    };
+    let identity = Identity::resolve(user, cli.group.as_deref())?;
+    if !cli.statedir.exists() {
+        std::fs::create_dir_all(&cli.statedir).with_context(|| {
+            format!(
+                "failed to create the state dir `{}`",
+                cli.statedir.display()
+            )
+        })?;
+        std::os::unix::fs::chown(&cli.statedir, Some(identity.uid), Some(identity.gid))
+            .with_context(|| format!("failed to give `{}` to {user}", cli.statedir.display()))?;
+    }
+    privileges::drop_to(&identity)?;
+    tracing::info!(user = %identity.user, uid = identity.uid, gid = identity.gid, "running as");
+    Ok(())
+}
+
+/// The owner and group `--control-user` and `--control-group` give the socket file.
+fn control_owner(cli: &Cli) -> anyhow::Result<(Option<u32>, Option<u32>)> {
+    let uid = match &cli.control_user {
+        Some(user) => Some(privileges::user_ids(user)?.0),
+        None => None,
+    };
+    let gid = match &cli.control_group {
+        Some(group) => Some(privileges::group_id(group)?),
+        None => None,
+    };
+    Ok((uid, gid))
 }
 
 /// Sets up the log; with `--log`, returns the file for `SIGUSR1` to reopen.
@@ -193,10 +253,11 @@ async fn run(
 
     tokio::spawn(watch::run(Arc::downgrade(&controller)));
 
+    let (owner, group) = control_owner(&cli)?;
     let address = cli
         .control
         .unwrap_or_else(|| ControlAddress::Unix(cli.statedir.join("control.sock")));
-    let listener = ControlListener::bind(&address, cli.control_mode)?;
+    let listener = ControlListener::bind(&address, cli.control_mode, owner, group)?;
     let socket_path = listener.socket_path().map(Path::to_path_buf);
     let server = listener.serve(Arc::clone(&controller), Arc::clone(&stats))?;
     tracing::info!(%address, "controller started");
