@@ -37,11 +37,9 @@ EXPOSE 8080
 # The state dir (committed config, history, compiled modules) and the control socket's
 # directory: mount a volume on the first, and the second to reach the socket from outside.
 VOLUME ["/var/lib/wharf"]
-# Wharf stops on SIGTERM, SIGINT and SIGQUIT alike today: the listeners close, requests in
-# progress get up to 5 seconds to finish, then it exits 0 (docs/operations.md#signals-and-stopping).
-# SIGTERM is named here because that is the signal Wharf's shutdown was written for; a
-# graceful SIGQUIT drain as in Unit is not implemented yet.
-STOPSIGNAL SIGTERM
+# SIGQUIT drains: the listeners close, requests in flight finish (up to --drain-timeout,
+# 30 s by default), then Wharf exits 0. SIGTERM would cut them (docs/operations.md#stopping).
+STOPSIGNAL SIGQUIT
 # Healthy when the control API answers: independent of the config the image runs.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["curl", "-fsS", "-o", "/dev/null", "--unix-socket", "/run/wharf/control.sock", "http://localhost/status"]

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{
-    BIN, Conn, Server, assert_done, default_config, echo_config, free_port, run_bin, wait_until,
+    BIN, Conn, Server, assert_done, default_config, echo_config, example_app, free_port,
+    listener_key, run_bin, send_signal, wait_until,
 };
 
 #[test]
@@ -172,6 +174,81 @@ fn sigterm_sigint_and_sigquit_exit_0_and_remove_the_socket() {
 }
 
 #[test]
+fn sigquit_lets_the_request_in_flight_finish_and_refuses_new_connections() {
+    let key = listener_key();
+    let mut server = Server::start();
+    server.load(&json!({
+        "listeners": {key.clone(): {"pass": "applications/reflector"}},
+        "routes": [],
+        "applications": {"reflector": example_app("upload-reflector")}
+    }));
+    // A request in flight: its head and half its body sent, the rest held back.
+    let mut in_flight = Conn::open_tcp(&key).expect("connect");
+    in_flight
+        .send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello")
+        .expect("send the first half");
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            || server.get("/status").json()["requests"]["total"] == 1
+        ),
+        "the server never read the request's head\n{}",
+        server.log()
+    );
+
+    let pid = server.pid();
+    send_signal(pid, "QUIT");
+    assert!(
+        wait_until(Duration::from_secs(10), || TcpStream::connect(&key)
+            .is_err()),
+        "the listener must close at SIGQUIT\n{}",
+        server.log()
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "wharf must wait for the request in flight\n{}",
+        server.log()
+    );
+
+    in_flight.send(b"world").expect("send the second half");
+    let resp = in_flight.read_response().expect("the response");
+    assert_eq!(resp.status, 200, "{resp}\n{}", server.log());
+    assert_eq!(resp.body, "helloworld", "{resp}");
+    let status = server.wait_for_exit();
+    assert!(status.success(), "exit status {status}\n{}", server.log());
+}
+
+#[test]
+fn sigquit_exits_at_the_drain_timeout_when_a_request_never_finishes() {
+    let key = listener_key();
+    let mut server = Server::builder().arg("--drain-timeout").arg("1").start();
+    server.load(&json!({
+        "listeners": {key.clone(): {"pass": "applications/reflector"}},
+        "routes": [],
+        "applications": {"reflector": example_app("upload-reflector")}
+    }));
+    let mut stuck = Conn::open_tcp(&key).expect("connect");
+    stuck
+        .send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello")
+        .expect("send half a body");
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            || server.get("/status").json()["requests"]["total"] == 1
+        ),
+        "the server never read the request's head\n{}",
+        server.log()
+    );
+    let status = server.stop_with("QUIT");
+    assert!(status.success(), "exit status {status}\n{}", server.log());
+    assert!(
+        server.log().contains("drain timeout reached"),
+        "the log must say requests were cut\n{}",
+        server.log()
+    );
+}
+
+#[test]
 fn sigterm_exits_even_with_a_client_connection_open() {
     let mut server = Server::start();
     let mut idle = server.conn();
@@ -238,6 +315,180 @@ fn the_log_file_receives_the_log() {
         fs::read_to_string(&log)
     );
     assert_eq!(server.config(), default_config());
+}
+
+#[test]
+fn sigusr1_reopens_the_log_file_after_rotation() {
+    let builder = Server::builder();
+    let log = builder.dir().join("wharf.log");
+    let rotated = builder.dir().join("wharf.log.1");
+    let server = builder.arg("--log").arg(&log).start();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            fs::read_to_string(&log).is_ok_and(|s| s.contains("controller started"))
+        }),
+        "--log file never said `controller started`: {:?}",
+        fs::read_to_string(&log)
+    );
+    fs::rename(&log, &rotated).expect("rotate the log");
+    send_signal(server.pid(), "USR1");
+    assert!(
+        wait_until(Duration::from_secs(30), || log.exists()),
+        "SIGUSR1 did not reopen the log at its path; the old file has:\n{:?}",
+        fs::read_to_string(&rotated)
+    );
+    server.load(
+        &json!({"listeners": {}, "routes": [{"action": {"return": 204}}], "applications": {}}),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            fs::read_to_string(&log).is_ok_and(|s| s.contains("reconfiguration done"))
+        }),
+        "a line logged after SIGUSR1 must go to the new file: {:?}",
+        fs::read_to_string(&log)
+    );
+    let old = fs::read_to_string(&rotated).expect("the rotated log");
+    assert!(old.contains("controller started"), "{old}");
+    assert!(!old.contains("reconfiguration done"), "{old}");
+}
+
+/// Whether this test process runs as root (CI does); the privilege tests need it.
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"))
+    })
+}
+
+/// The effective uid of a process, from `/proc`.
+fn effective_uid(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// A port below 1024 that is free now.
+fn free_privileged_port() -> u16 {
+    (900..1024)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below 1024")
+}
+
+const NOBODY: u32 = 65534;
+
+#[test]
+fn user_nobody_serves_as_nobody_and_still_binds_a_port_below_1024() {
+    if !running_as_root() {
+        eprintln!("skipped: --user needs the tests to run as root");
+        return;
+    }
+    let builder = Server::builder().arg("--user").arg("nobody");
+    let statedir = builder.dir().join("state");
+    fs::create_dir_all(&statedir).expect("create the state dir");
+    std::os::unix::fs::chown(builder.dir(), Some(NOBODY), Some(NOBODY)).expect("chown dir");
+    std::os::unix::fs::chown(&statedir, Some(NOBODY), Some(NOBODY)).expect("chown statedir");
+    let server = builder.start();
+    assert_eq!(
+        effective_uid(server.pid()),
+        Some(NOBODY),
+        "wharf must run as nobody\n{}",
+        server.log()
+    );
+    let low = format!("127.0.0.1:{}", free_privileged_port());
+    server.load(&json!({
+        "listeners": {low.clone(): {"pass": "routes"}},
+        "routes": [{"action": {"return": 204}}],
+        "applications": {}
+    }));
+    let resp = Conn::open_tcp(&low)
+        .expect("connect to the low port")
+        .request("GET", "/", &[], None)
+        .expect("GET");
+    assert_eq!(resp.status, 204, "{resp}");
+    // The state dir stayed usable: the change was committed there.
+    assert!(
+        server.log().contains("reconfiguration done"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn user_needs_root_or_names_the_running_user_and_unknown_users_are_errors() {
+    let (out, _dir) = Server::builder()
+        .arg("--user")
+        .arg("no-such-user-wharf")
+        .run_to_exit();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("there is no user `no-such-user-wharf`"),
+        "{out:?}"
+    );
+    let (out, _dir) = Server::builder()
+        .arg("--user")
+        .arg("root")
+        .arg("--group")
+        .arg("no-such-group-wharf")
+        .run_to_exit();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("there is no group `no-such-group-wharf`"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn control_user_and_group_own_the_socket_file() {
+    if !running_as_root() {
+        eprintln!("skipped: giving a file to another user needs the tests to run as root");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let server = Server::builder()
+        .arg("--control-user")
+        .arg("nobody")
+        .arg("--control-group")
+        .arg("nogroup")
+        .start();
+    let meta = fs::metadata(server.sock()).expect("the socket file");
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+    assert_eq!(meta.mode() & 0o777, 0o600);
+}
+
+#[test]
+fn unitd_legacy_state_and_modules_flags_are_accepted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("legacy-state");
+    let sock = dir.path().join("control.sock");
+    let log = dir.path().join("stderr.log");
+    let mut control = OsString::from("unix:");
+    control.push(&sock);
+    let child = Command::new(BIN)
+        .args([
+            OsString::from("--control"),
+            control,
+            "--state".into(),
+            state.clone().into(),
+        ])
+        .args(["--modules", "/nonexistent", "--no-daemon"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn wharf");
+    let _guard = KillOnDrop(child);
+    assert!(
+        wait_until(Duration::from_secs(60), || Conn::open(&sock).is_ok()),
+        "wharf never accepted on {}:\n{}",
+        sock.display(),
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        state.join("config.sled").exists(),
+        "--state must be the state dir"
+    );
 }
 
 /// Kills a child started by hand when the test ends.

@@ -817,6 +817,20 @@ impl Server {
         }
     }
 
+    /// Waits (bounded) for an exit caused by a signal already sent.
+    #[track_caller]
+    pub fn wait_for_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is not running");
+        match wait_bounded(&mut child, STOP_TIMEOUT) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("wharf did not exit within {STOP_TIMEOUT:?}\n{}", self.log());
+            }
+        }
+    }
+
     /// SIGTERM; asserts a clean exit.
     #[track_caller]
     pub fn sigterm(&mut self) {

@@ -162,8 +162,8 @@ impl Controller {
     }
 
     /// Stops the data plane (at exit).
-    pub fn shut_down(&self) {
-        self.listeners.close_all();
+    pub async fn shut_down(&self) {
+        self.listeners.close_all().await;
     }
 
     /// The committed snapshot; never waits for a change in flight.

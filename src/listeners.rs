@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,9 @@ pub struct Listeners {
     runtime: Handle,
     stats: Arc<ConnectionStats>,
     running: Mutex<HashMap<String, Serving>>,
+    /// Set at exit, under `running`'s lock: a change still in flight then starts
+    /// nothing, so a drained server never accepts again.
+    closed: AtomicBool,
 }
 
 impl Listeners {
@@ -66,6 +70,7 @@ impl Listeners {
             runtime,
             stats,
             running: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +129,9 @@ impl Listeners {
         let Ok(mut running) = self.running.lock() else {
             return Vec::new();
         };
+        if self.closed.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
         let removed_addresses: Vec<String> = running
             .keys()
             .filter(|address| !prepared.wanted.contains(*address))
@@ -171,14 +179,29 @@ impl Listeners {
         removed
     }
 
-    /// Stops every listener (at exit).
-    pub fn close_all(&self) {
-        if let Ok(mut running) = self.running.lock() {
-            for (_, listener) in running.drain() {
-                let _ = listener.shutdown.send(true);
-                if let Some(path) = listener.unix_path {
-                    let _ = std::fs::remove_file(path);
-                }
+    /// Stops every listener (at exit), returning once their sockets are closed, so that
+    /// a client connecting afterwards is refused. Connections already accepted go on:
+    /// each finishes the request in hand and closes.
+    pub async fn close_all(&self) {
+        let running: Vec<(String, Serving)> = match self.running.lock() {
+            Ok(mut running) => {
+                self.closed.store(true, Ordering::Relaxed);
+                running.drain().collect()
+            }
+            Err(_) => return,
+        };
+        for (_, listener) in &running {
+            let _ = listener.shutdown.send(true);
+        }
+        for (address, listener) in running {
+            if tokio::time::timeout(CLOSE_TIMEOUT, listener.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(listener = %address, "the listener did not close in time");
+            }
+            if let Some(path) = listener.unix_path {
+                let _ = std::fs::remove_file(path);
             }
         }
     }

@@ -4,10 +4,10 @@
 //! applied before the control socket opens, so a client that connects always sees the
 //! state the server actually runs.
 
-use std::fs::OpenOptions;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -17,8 +17,11 @@ use tracing_subscriber::EnvFilter;
 use wharf::config::validate::ConfigValidator;
 use wharf::control::{ControlAddress, ControlListener};
 use wharf::controller::Controller;
+use wharf::drain;
 use wharf::http::ConnectionStats;
 use wharf::listeners::Listeners;
+use wharf::log_file::LogFile;
+use wharf::privileges::{self, Identity};
 use wharf::runtime::Runtime;
 use wharf::store::Store;
 use wharf::watch;
@@ -34,7 +37,12 @@ struct Cli {
     #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
     control_mode: u32,
     /// Directory for the committed config, its history and caches
-    #[arg(long, value_name = "DIR", default_value = "wharf-state")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "wharf-state",
+        alias = "state"
+    )]
     statedir: PathBuf,
     /// Write the log to FILE (appending) instead of stderr
     #[arg(long, value_name = "FILE")]
@@ -49,14 +57,29 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     tmpdir: Option<PathBuf>,
     /// Accepted for unitd compatibility; has no effect
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", alias = "modules")]
     modulesdir: Option<PathBuf>,
+    /// Started as root, run as this user (keeping only the right to bind ports below 1024)
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// With --user, run with this group [default: the user's primary group]
+    #[arg(long, value_name = "GROUP", requires = "user")]
+    group: Option<String>,
+    /// Owner of the control socket file
+    #[arg(long, value_name = "USER")]
+    control_user: Option<String>,
+    /// Group of the control socket file
+    #[arg(long, value_name = "GROUP")]
+    control_group: Option<String>,
     /// Apply and commit this config file at startup; a bad file stops the server
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Size bound of the compiled-module cache in STATEDIR/compiled, in MiB; 0 turns it off
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     module_cache_size: u64,
+    /// On SIGQUIT, how long requests in flight may take to finish before Wharf exits
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    drain_timeout: u64,
 }
 
 // Request handling allocates many small, short-lived objects across threads; mimalloc
@@ -73,7 +96,17 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.log.as_deref()) {
+    let log_file = match init_logging(cli.log.as_deref()) {
+        Ok(log_file) => log_file,
+        Err(e) => {
+            eprintln!("wharf: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Before any thread exists: credentials and capabilities are per thread, and the
+    // runtimes' threads inherit the main thread's.
+    if let Err(e) = run_as_user(&cli) {
+        tracing::error!("{e:#}");
         eprintln!("wharf: {e:#}");
         return std::process::ExitCode::FAILURE;
     }
@@ -103,7 +136,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let handle = data_plane.handle().clone();
-    let result = control_plane.block_on(run(cli, handle));
+    let result = control_plane.block_on(run(cli, handle, log_file));
     control_plane.shutdown_timeout(std::time::Duration::from_secs(5));
     data_plane.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
@@ -116,27 +149,70 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(log: Option<&Path>) -> anyhow::Result<()> {
+/// `--user`/`--group`: prepares the state dir for that user (creating it owned by them
+/// if it is missing), then drops to them.
+fn run_as_user(cli: &Cli) -> anyhow::Result<()> {
+    let Some(user) = &cli.user else {
+        return Ok(());
+    };
+    let identity = Identity::resolve(user, cli.group.as_deref())?;
+    if !cli.statedir.exists() {
+        std::fs::create_dir_all(&cli.statedir).with_context(|| {
+            format!(
+                "failed to create the state dir `{}`",
+                cli.statedir.display()
+            )
+        })?;
+        std::os::unix::fs::chown(&cli.statedir, Some(identity.uid), Some(identity.gid))
+            .with_context(|| format!("failed to give `{}` to {user}", cli.statedir.display()))?;
+    }
+    privileges::drop_to(&identity)?;
+    tracing::info!(user = %identity.user, uid = identity.uid, gid = identity.gid, "running as");
+    Ok(())
+}
+
+/// The owner and group `--control-user` and `--control-group` give the socket file.
+fn control_owner(cli: &Cli) -> anyhow::Result<(Option<u32>, Option<u32>)> {
+    let uid = match &cli.control_user {
+        Some(user) => Some(privileges::user_ids(user)?.0),
+        None => None,
+    };
+    let gid = match &cli.control_group {
+        Some(group) => Some(privileges::group_id(group)?),
+        None => None,
+    };
+    Ok((uid, gid))
+}
+
+/// Sets up the log; with `--log`, returns the file for `SIGUSR1` to reopen.
+fn init_logging(log: Option<&Path>) -> anyhow::Result<Option<Arc<LogFile>>> {
     let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match log {
         Some(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("failed to open the log file `{}`", path.display()))?;
-            builder.with_ansi(false).with_writer(Arc::new(file)).init();
+            let file = Arc::new(LogFile::open(path)?);
+            let writer = Arc::clone(&file);
+            builder
+                .with_ansi(false)
+                .with_writer(move || writer.writer())
+                .init();
+            Ok(Some(file))
         }
-        None => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init(),
+        None => {
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .init();
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
-async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()> {
+async fn run(
+    cli: Cli,
+    data_plane: tokio::runtime::Handle,
+    log_file: Option<Arc<LogFile>>,
+) -> anyhow::Result<()> {
     // Installed first: until a handler is in place, these signals' default action ends
     // the process, and a client may send one as soon as the control socket answers.
     let mut reopen = signal(SignalKind::user_defined1())?;
@@ -177,12 +253,13 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
 
     tokio::spawn(watch::run(Arc::downgrade(&controller)));
 
+    let (owner, group) = control_owner(&cli)?;
     let address = cli
         .control
         .unwrap_or_else(|| ControlAddress::Unix(cli.statedir.join("control.sock")));
-    let listener = ControlListener::bind(&address, cli.control_mode)?;
+    let listener = ControlListener::bind(&address, cli.control_mode, owner, group)?;
     let socket_path = listener.socket_path().map(Path::to_path_buf);
-    let server = listener.serve(Arc::clone(&controller), stats)?;
+    let server = listener.serve(Arc::clone(&controller), Arc::clone(&stats))?;
     tracing::info!(%address, "controller started");
     if let Some(pid) = &cli.pid {
         std::fs::write(pid, format!("{}\n", std::process::id()))
@@ -192,15 +269,41 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
     let logs = Arc::clone(&controller);
     tokio::spawn(async move {
         while reopen.recv().await.is_some() {
-            tracing::info!("SIGUSR1 received, reopening the access log");
+            tracing::info!("SIGUSR1 received, reopening the logs");
+            if let Some(log) = &log_file
+                && let Err(e) = log.reopen()
+            {
+                tracing::error!(
+                    "failed to reopen the log file `{}`: {e}",
+                    log.path().display()
+                );
+            }
             logs.current().running.reopen_access_log();
         }
     });
 
-    let signal_name = shutdown.received().await;
-    tracing::info!("{signal_name} received, exiting");
+    let mut shutdown = shutdown;
+    let stop = shutdown.received().await;
+    // Listeners close at once in both cases, so new connections are refused.
     server.stop().await;
-    controller.shut_down();
+    controller.shut_down().await;
+    if stop == Stop::Graceful {
+        let bound = Duration::from_secs(cli.drain_timeout);
+        tracing::info!(
+            connections = stats.active.get(),
+            "SIGQUIT received: listeners closed, letting requests in flight finish (up to {bound:?})"
+        );
+        tokio::select! {
+            open = drain::until_connections_close(&stats, bound) => if open > 0 {
+                tracing::warn!(connections = open, "drain timeout reached, closing what is left");
+            },
+            again = shutdown.received() => {
+                tracing::info!("{} received while draining, exiting now", again.name());
+            }
+        }
+    } else {
+        tracing::info!("{} received, exiting", stop.name());
+    }
     if let Some(path) = socket_path {
         let _ = std::fs::remove_file(path);
     }
@@ -211,7 +314,25 @@ async fn run(cli: Cli, data_plane: tokio::runtime::Handle) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The signals that stop Wharf cleanly.
+/// How a signal asks Wharf to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM or SIGINT (named): at once, as unitd does; requests in flight are cut.
+    Fast(&'static str),
+    /// SIGQUIT: stop accepting, let the requests in flight finish, then exit.
+    Graceful,
+}
+
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fast(name) => name,
+            Self::Graceful => "SIGQUIT",
+        }
+    }
+}
+
+/// The signals that stop Wharf.
 struct ShutdownSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -227,12 +348,12 @@ impl ShutdownSignals {
         })
     }
 
-    /// Waits for the first of them; returns its name.
-    async fn received(mut self) -> &'static str {
+    /// Waits for the next of them.
+    async fn received(&mut self) -> Stop {
         tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-            _ = self.quit.recv() => "SIGQUIT",
+            _ = self.term.recv() => Stop::Fast("SIGTERM"),
+            _ = self.int.recv() => Stop::Fast("SIGINT"),
+            _ = self.quit.recv() => Stop::Graceful,
         }
     }
 }

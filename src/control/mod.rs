@@ -69,6 +69,15 @@ impl fmt::Display for ControlAddress {
     }
 }
 
+/// Removes a socket file that failed to get its permissions, so none is left behind.
+struct SocketFile<'a>(&'a Path);
+
+impl Drop for SocketFile<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
 /// A bound, listening control socket.
 pub enum ControlListener {
     Unix {
@@ -79,9 +88,15 @@ pub enum ControlListener {
 }
 
 impl ControlListener {
-    /// Binds the address; a Unix socket gets `mode` before it starts listening, so no
-    /// client can ever connect to it with looser permissions.
-    pub fn bind(address: &ControlAddress, mode: u32) -> anyhow::Result<Self> {
+    /// Binds the address; a Unix socket gets `mode`, and `owner` and `group` if given,
+    /// before it starts listening, so no client can ever connect to it with looser
+    /// permissions.
+    pub fn bind(
+        address: &ControlAddress,
+        mode: u32,
+        owner: Option<u32>,
+        group: Option<u32>,
+    ) -> anyhow::Result<Self> {
         match address {
             ControlAddress::Unix(path) => {
                 remove_stale_socket(path)?;
@@ -89,8 +104,19 @@ impl ControlListener {
                 socket.bind(&SockAddr::unix(path)?).with_context(|| {
                     format!("failed to bind the control socket `{}`", path.display())
                 })?;
+                let guard = SocketFile(path);
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                     .with_context(|| format!("failed to set the mode of `{}`", path.display()))?;
+                if owner.is_some() || group.is_some() {
+                    std::os::unix::fs::chown(path, owner, group).with_context(|| {
+                        format!(
+                            "failed to give the control socket `{}` to --control-user/--control-group \
+                             (as a non-root user, only a group of that user can be given)",
+                            path.display()
+                        )
+                    })?;
+                }
+                std::mem::forget(guard);
                 socket.listen(1024)?;
                 let listener = UnixListener::from(std::os::fd::OwnedFd::from(socket));
                 Ok(Self::Unix {
@@ -99,6 +125,12 @@ impl ControlListener {
                 })
             }
             ControlAddress::Tcp(addr) => {
+                if owner.is_some() || group.is_some() {
+                    anyhow::bail!(
+                        "--control-user and --control-group apply to a unix: control socket, \
+                         not to TCP {addr}"
+                    );
+                }
                 tracing::warn!(
                     "the control API listens on TCP {addr} without authentication; anyone who \
                      can reach it can reconfigure this server"

@@ -90,9 +90,13 @@ pub async fn serve_connection<R, W, H>(
 }
 
 /// Whether the server is shutting down, without the channel's lock unless it changed
-/// (it only ever changes to `true`).
+/// (it only ever changes to `true`). A listener that stopped may have dropped its
+/// sender since: its last value still tells.
 fn shutting_down(shutdown: &watch::Receiver<bool>) -> bool {
-    shutdown.has_changed().unwrap_or(false) && *shutdown.borrow()
+    match shutdown.has_changed() {
+        Ok(changed) => changed && *shutdown.borrow(),
+        Err(_closed) => *shutdown.borrow(),
+    }
 }
 
 /// Resolves once `shutdown` holds `true`.
