@@ -325,7 +325,7 @@ impl Controller {
     /// startup change; an identical tree is not committed again.
     pub async fn apply_startup_config(&self, source: &str, body: &[u8]) -> anyhow::Result<()> {
         let tree = dialect::parse(body).map_err(|e| anyhow::anyhow!("invalid JSON: {e}"))?;
-        if tree == self.current().tree {
+        if identical(&tree, &self.current().tree) {
             tracing::info!("`{source}` matches the committed configuration");
             return Ok(());
         }
