@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
 use super::body::{BodyError, Piece, RequestBody};
 use super::deadline::Deadline;
@@ -171,7 +171,7 @@ enum PumpEnd {
     /// The whole body was read.
     Complete,
     /// The body could not be read (the handler was told).
-    Failed,
+    Failed(BodyError),
     /// The handler dropped the body before its end.
     Abandoned,
 }
@@ -350,7 +350,11 @@ where
                 match parse_head(&mut self.rbuf, &mut self.spans) {
                     Ok(Some(head)) => return HeadRead::Head(head),
                     Ok(None) if self.rbuf.len() >= MAX_HEAD => {
-                        return HeadRead::Reject(HeadError::TooLarge);
+                        return HeadRead::Reject(if head::has_request_line(&self.rbuf) {
+                            HeadError::TooLarge
+                        } else {
+                            HeadError::LineTooLong
+                        });
                     }
                     Ok(None) => {
                         started.get_or_insert_with(Instant::now);
@@ -371,10 +375,9 @@ where
             match self.fill(started.is_none()).await {
                 Filled::More => {}
                 Filled::End => return HeadRead::Idle,
-                Filled::Expired if started.is_some() => {
-                    return HeadRead::Reject(HeadError::Timeout);
-                }
-                Filled::Expired => return HeadRead::Idle,
+                // As Unit: 408 before the close, whether a head was under way, a new
+                // connection sent nothing, or a kept-alive one stayed idle.
+                Filled::Expired => return HeadRead::Reject(HeadError::Timeout),
             }
         }
     }
@@ -474,12 +477,17 @@ where
         };
         let body_read = match body.signals.pump_end {
             Some(PumpEnd::Complete) => true,
-            Some(PumpEnd::Failed) => false,
+            Some(PumpEnd::Failed(_)) => false,
             Some(PumpEnd::Abandoned) | None => {
-                let stall = settings.body_read_timeout;
                 !close
                     && body.signals.started
-                    && drain(&mut self.reader, &mut self.rbuf, &mut body.decoder, stall).await
+                    && drain(
+                        &mut self.reader,
+                        &mut self.rbuf,
+                        &mut body.decoder,
+                        settings,
+                    )
+                    .await
             }
         };
         if !body_read {
@@ -520,10 +528,16 @@ where
             pieces,
             signals,
         } = body;
-        let stall = settings.body_read_timeout;
         let written = {
-            let mut pump = pin!(pump_body(reader, rbuf, decoder, pieces.as_ref(), go, stall));
-            let (response, completion) =
+            let mut pump = pin!(pump_body(
+                reader,
+                rbuf,
+                decoder,
+                pieces.as_ref(),
+                go,
+                settings
+            ));
+            let (mut response, completion) =
                 answer(*handler, request, pump.as_mut(), signals, out).await?;
             // A handler that took the whole body can answer before the pump has handed
             // over the end marker it no longer needs (the body's length was known): let
@@ -540,8 +554,16 @@ where
             let unreadable = abandoned
                 && (!signals.started
                     || matches!(*framing, BodyFraming::Length(n) if n > DRAIN_LIMIT));
-            context.close |=
-                shutting_down(shutdown) || signals.pump_end == Some(PumpEnd::Failed) || unreadable;
+            let failed = match signals.pump_end {
+                Some(PumpEnd::Failed(error)) => Some(error),
+                _ => None,
+            };
+            // The client's body failed before the answer: the client hears why (400,
+            // 408, 413), whatever the handler made of the failure.
+            if let Some(error) = failed {
+                response = handler.refusal(error.status());
+            }
+            context.close |= shutting_down(shutdown) || failed.is_some() || unreadable;
             send(out, response, completion, &context, pump.as_mut(), signals).await
         };
         *pieces = None;
@@ -667,7 +689,7 @@ async fn pump_body<R: AsyncRead + Unpin>(
     decoder: &mut BodyDecoder,
     pieces: Option<&mpsc::Sender<Piece>>,
     go: Option<oneshot::Receiver<()>>,
-    stall: Duration,
+    settings: &Settings,
 ) -> PumpEnd {
     let Some(pieces) = pieces else {
         return PumpEnd::Complete;
@@ -677,6 +699,7 @@ async fn pump_body<R: AsyncRead + Unpin>(
     {
         return PumpEnd::Abandoned;
     }
+    let limits = BodyLimits::from_now(settings);
     loop {
         let piece = match decoder.decode(rbuf, MAX_PIECE) {
             Ok(Decoded::Data(bytes)) => Piece::Data(bytes),
@@ -685,7 +708,7 @@ async fn pump_body<R: AsyncRead + Unpin>(
                 let _ = pieces.send(Piece::End).await;
                 return PumpEnd::Complete;
             }
-            Ok(Decoded::NeedMore) => match read_body(reader, rbuf, decoder, stall).await {
+            Ok(Decoded::NeedMore) => match read_body(reader, rbuf, decoder, &limits).await {
                 Ok(()) => continue,
                 Err(e) => Piece::Failed(e),
             },
@@ -695,7 +718,7 @@ async fn pump_body<R: AsyncRead + Unpin>(
             tracing::debug!("request body: {e}");
             decoder.fail(e);
             let _ = pieces.send(piece).await;
-            return PumpEnd::Failed;
+            return PumpEnd::Failed(e);
         }
         if pieces.send(piece).await.is_err() {
             return PumpEnd::Abandoned;
@@ -703,15 +726,43 @@ async fn pump_body<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads more of a body, which must come within `stall`.
+/// The waits a body's reads are bounded by.
+struct BodyLimits {
+    /// Longest silence (`body_read_timeout`).
+    stall: Duration,
+    /// When the whole body must be in (`body_total_timeout`); `None` if too far off to
+    /// represent.
+    deadline: Option<Instant>,
+}
+
+impl BodyLimits {
+    /// The limits of a body first read now.
+    fn from_now(settings: &Settings) -> Self {
+        Self {
+            stall: settings.body_read_timeout,
+            deadline: Instant::now().checked_add(settings.body_total_timeout),
+        }
+    }
+}
+
+/// Reads more of a body, which must come within the stall and by the deadline.
 async fn read_body<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
     decoder: &BodyDecoder,
-    stall: Duration,
+    limits: &BodyLimits,
 ) -> Result<(), BodyError> {
     reserve(rbuf, read_size(decoder));
-    match timeout(stall, reader.read_buf(rbuf)).await {
+    let until = match (Instant::now().checked_add(limits.stall), limits.deadline) {
+        (Some(stall), Some(deadline)) => Some(stall.min(deadline)),
+        (stall, deadline) => stall.or(deadline),
+    };
+    let read = reader.read_buf(rbuf);
+    let read = match until {
+        Some(until) => timeout_at(until, read).await,
+        None => Ok(read.await),
+    };
+    match read {
         Ok(Ok(n)) if n > 0 => Ok(()),
         Ok(Ok(_)) => Err(BodyError::Closed),
         Ok(Err(e)) => {
@@ -735,8 +786,9 @@ async fn drain<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
     decoder: &mut BodyDecoder,
-    stall: Duration,
+    settings: &Settings,
 ) -> bool {
+    let limits = BodyLimits::from_now(settings);
     let mut left = DRAIN_LIMIT;
     if decoder.remaining().is_some_and(|r| r > left) {
         return false;
@@ -749,7 +801,7 @@ async fn drain<R: AsyncRead + Unpin>(
             },
             Ok(Decoded::End) => return true,
             Ok(Decoded::NeedMore) => {
-                if read_body(reader, rbuf, decoder, stall).await.is_err() {
+                if read_body(reader, rbuf, decoder, &limits).await.is_err() {
                     return false;
                 }
             }

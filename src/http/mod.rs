@@ -19,6 +19,7 @@ mod conn;
 mod deadline;
 mod decode;
 mod encode;
+pub mod form;
 mod head;
 pub mod host;
 mod output;
@@ -38,7 +39,7 @@ use tokio::sync::mpsc;
 
 use crate::counter::Counter;
 
-pub use body::{BodyError, RequestBody};
+pub use body::{BodyError, READ_AHEAD, RequestBody};
 pub use conn::{ConnectionInfo, serve_connection};
 pub(crate) use encode::push_decimal;
 pub use head::is_safe_field_name;
@@ -238,6 +239,8 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Longest silence between two pieces of a request body.
     pub body_read_timeout: Duration,
+    /// Longest time a whole request body may take, from when it is first read.
+    pub body_total_timeout: Duration,
     /// Longest wait for the client to accept response bytes.
     pub send_timeout: Duration,
     /// Longest wait for the next request on a kept-alive connection.
@@ -260,6 +263,9 @@ impl Default for Settings {
         Self {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
+            // Wharf's own (Unit has none): a dripping client cannot hold an app's
+            // instance longer than this.
+            body_total_timeout: Duration::from_secs(120),
             send_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(180),
             max_body_size: 8 * 1024 * 1024,
