@@ -597,3 +597,128 @@ mod tests {
         assert_eq!(&checked.headers[0].1[..], b"A:81");
     }
 }
+
+/// Property tests: the head parser never panics, and agrees with `httparse` (which it
+/// wraps) on which heads are valid and on every part of them, as the slices it keeps.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A head of plausible parts, some of them wrong.
+    fn head() -> impl Strategy<Value = Vec<u8>> {
+        let method =
+            prop::sample::select(vec!["GET", "POST", "HEAD", "OPTIONS", "G T", "", "CONNECT"]);
+        let target = prop::collection::vec(
+            prop::sample::select(b"/az09?#%.:@ *\t\x01\x7f\xe9".to_vec()),
+            0..12,
+        );
+        let version = prop::sample::select(vec![
+            "HTTP/1.1",
+            "HTTP/1.0",
+            "HTTP/2.0",
+            "HTTP/1.",
+            "http/1.1",
+            "HTTP/1.1 ",
+        ]);
+        let field = (
+            prop::collection::vec(prop::sample::select(b"Host-x_: \x00".to_vec()), 0..6),
+            prop::collection::vec(prop::sample::select(b"ab :\t\r\x01\xff".to_vec()), 0..8),
+        );
+        let fields = prop::collection::vec(field, 0..4);
+        let ending = prop::sample::select(vec!["\r\n", "\n", "", "\r\n\r\n"]);
+        (method, target, version, fields, ending).prop_map(
+            |(method, target, version, fields, ending)| {
+                let mut out = format!("{method} ").into_bytes();
+                out.extend_from_slice(&target);
+                out.extend_from_slice(format!(" {version}\r\n").as_bytes());
+                for (name, value) in fields {
+                    out.extend_from_slice(&name);
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(&value);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(ending.as_bytes());
+                out
+            },
+        )
+    }
+
+    /// What `httparse` makes of `input`: `Some(Ok(parts))` for a complete head.
+    #[allow(clippy::type_complexity)]
+    fn httparse_says(
+        input: &[u8],
+    ) -> Option<Result<(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>), ()>> {
+        let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(input) {
+            Ok(httparse::Status::Complete(_)) => Some(Ok((
+                request.method.unwrap_or_default().as_bytes().to_vec(),
+                request.path.unwrap_or_default().as_bytes().to_vec(),
+                request
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
+                    .collect(),
+            ))),
+            Ok(httparse::Status::Partial) => None,
+            Err(_) => Some(Err(())),
+        }
+    }
+
+    fn check_agreement(input: &[u8]) -> Result<(), TestCaseError> {
+        let mut buf = BytesMut::from(input);
+        let ours = parse_head(&mut buf, &mut Vec::new());
+        // (A later 1.x minor is served as 1.1, where httparse refuses it.)
+        let later_minor = another_version(input) == Some(Another::Later11);
+        match (httparse_says(input), ours) {
+            (None, Ok(None)) => {}
+            (Some(Err(())), Err(e)) => {
+                prop_assert!((400..=505).contains(&e.status()));
+            }
+            (Some(Ok((method, target, fields))), Ok(Some(head))) => {
+                prop_assert_eq!(&head.method[..], &method[..]);
+                prop_assert_eq!(&head.target[..], &target[..]);
+                let ours: Vec<(Vec<u8>, Vec<u8>)> = head
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect();
+                prop_assert_eq!(ours, fields);
+                // Whatever the checks then say, they never panic, and refuse with a
+                // client or a not-supported status.
+                if let Err(e) = check(head, &Settings::default()) {
+                    prop_assert!((400..=505).contains(&e.status()));
+                }
+            }
+            (_, _) if later_minor => {}
+            (theirs, ours) => {
+                return Err(TestCaseError::fail(format!(
+                    "httparse: {theirs:?}, ours: {:?}",
+                    ours.map(|h| h.is_some())
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        // Modest counts, so the unit tests stay fast; no regression files.
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn plausible_heads_agree_with_httparse(input in head()) {
+            check_agreement(&input)?;
+        }
+
+        #[test]
+        fn arbitrary_bytes_agree_with_httparse(input in prop::collection::vec(any::<u8>(), 0..120)) {
+            check_agreement(&input)?;
+        }
+    }
+}

@@ -45,6 +45,10 @@ impl GuestEnd {
 
 const TIMED_OUT: &str = "the request timed out";
 
+/// The statuses a guest may answer with (RFC 9110 §15); a guest that sets another fails
+/// its request (500).
+pub const GUEST_STATUSES: std::ops::RangeInclusive<u16> = 100..=599;
+
 /// A guest's part of one request, as a future that can move between threads.
 pub type GuestTask = Pin<Box<dyn Future<Output = GuestEnd> + Send>>;
 
