@@ -406,3 +406,34 @@ fn clients_dripping_bodies_hold_no_instance() {
         let _ = dripper.join();
     }
 }
+
+#[test]
+fn removing_a_listener_finishes_heads_under_way_and_tells_idle_connections() {
+    let server = Server::start();
+    let key = listener_key();
+    let routes = json!([{"action": {"return": 204}}]);
+    server.load(&json!({"listeners": {key.clone(): {"pass": "routes"}}, "routes": routes}));
+    let mut arriving = connect_listener(&key).expect("connect");
+    arriving
+        .send(b"GET / HTTP/1.1\r\nHo")
+        .expect("send part of a head");
+    let mut idle = connect_listener(&key).expect("connect");
+    idle.send(&get("/", "")).expect("send");
+    assert_eq!(idle.read_response().expect("a response").status, 204);
+    // Let the partial head be read before the change.
+    thread::sleep(Duration::from_millis(300));
+    server.load(&json!({"listeners": {}, "routes": routes}));
+    // The head under way is served by the configuration it began in.
+    arriving.send(b"st: t\r\n\r\n").expect("send the rest");
+    let response = arriving.read_response().expect("a response");
+    assert_eq!(response.status, 204, "{response}\n{}", server.current_log());
+    // The kept-alive connection is told, as at idle_timeout, and closed.
+    let rest = idle.read_to_close(Duration::from_secs(30));
+    assert!(rest.closed, "closed once its listener is gone");
+    assert_eq!(
+        rest.status(),
+        Some(408),
+        "{:?}",
+        String::from_utf8_lossy(&rest.bytes)
+    );
+}

@@ -148,10 +148,13 @@ struct Connection<'a, R, W, H> {
     shutdown: watch::Receiver<bool>,
 }
 
-enum HeadRead {
-    Head(Head),
-    /// Nothing more is coming (closed, idle too long, or shutting down).
+enum HeadRead<P> {
+    /// A head, and what was pinned to serve it if it arrived in pieces.
+    Head(Head, Option<P>),
+    /// The client closed.
     Idle,
+    /// The server, or the connection's listener, stops while no head is under way.
+    Stopped,
     /// Answer with the error's status and close.
     Reject(HeadError),
 }
@@ -159,8 +162,10 @@ enum HeadRead {
 /// What a wait for more of a head ended with.
 enum Filled {
     More,
-    /// The client closed, failed, or the server shuts down.
+    /// The client closed or failed.
     End,
+    /// The server (or the connection's listener) stops.
+    Stopped,
     /// The deadline passed.
     Expired,
 }
@@ -328,11 +333,16 @@ where
         let read = self.read_head(first).await;
         self.stats.idle.decrement();
         match read {
-            HeadRead::Head(head) => {
+            HeadRead::Head(head, pinned) => {
                 self.stats.requests.increment();
-                self.exchange(head).await
+                self.exchange(head, pinned).await
             }
             HeadRead::Idle => Reading::Closed(Closing::Close),
+            // A kept-alive connection whose listener went away: told as an idle one is.
+            HeadRead::Stopped if !first => {
+                Reading::Closed(self.reject(HeadError::Timeout, None).await)
+            }
+            HeadRead::Stopped => Reading::Closed(Closing::Close),
             HeadRead::Reject(error) => Reading::Closed(self.reject(error, None).await),
         }
     }
@@ -340,15 +350,17 @@ where
     /// Reads the next request head. The first byte may take `header_read_timeout` on a
     /// new connection and `idle_timeout` on a kept-alive one; the rest of the head must
     /// follow within `header_read_timeout` of it.
-    async fn read_head(&mut self, first: bool) -> HeadRead {
+    async fn read_head(&mut self, first: bool) -> HeadRead<H::Pinned> {
         let settings = self.settings;
         // When the head's first bytes were seen. Taken only once a head turns out to be
-        // incomplete: a whole head (the usual case) costs no clock read.
+        // incomplete: a whole head (the usual case) costs no clock read, and pins
+        // nothing.
         let mut started = None;
+        let mut pinned = None;
         loop {
             if !self.rbuf.is_empty() {
                 match parse_head(&mut self.rbuf, &mut self.spans) {
-                    Ok(Some(head)) => return HeadRead::Head(head),
+                    Ok(Some(head)) => return HeadRead::Head(head, pinned),
                     Ok(None) if self.rbuf.len() >= MAX_HEAD => {
                         return HeadRead::Reject(if head::has_request_line(&self.rbuf) {
                             HeadError::TooLarge
@@ -357,7 +369,10 @@ where
                         });
                     }
                     Ok(None) => {
-                        started.get_or_insert_with(Instant::now);
+                        if started.is_none() {
+                            started = Some(Instant::now());
+                            pinned = self.handler.pin();
+                        }
                     }
                     Err(error) => return HeadRead::Reject(error),
                 }
@@ -375,6 +390,7 @@ where
             match self.fill(started.is_none()).await {
                 Filled::More => {}
                 Filled::End => return HeadRead::Idle,
+                Filled::Stopped => return HeadRead::Stopped,
                 // As Unit: 408 before the close, whether a head was under way, a new
                 // connection sent nothing, or a kept-alive one stayed idle.
                 Filled::Expired => return HeadRead::Reject(HeadError::Timeout),
@@ -404,7 +420,7 @@ where
                     stop.as_mut().poll(cx).is_ready()
                 };
                 if stopped {
-                    return Poll::Ready(Filled::End);
+                    return Poll::Ready(Filled::Stopped);
                 }
             }
             match read_buf.as_mut().poll(cx) {
@@ -443,7 +459,7 @@ where
     }
 
     /// Serves one request whose head has been read.
-    async fn exchange(&mut self, head: Head) -> Reading {
+    async fn exchange(&mut self, head: Head, pinned: Option<H::Pinned>) -> Reading {
         let head_request = head.method.as_ref() == b"HEAD";
         let version = head.version;
         let settings = self.settings;
@@ -471,7 +487,7 @@ where
             close: !checked.semantics.keep_alive || checked.semantics.force_close,
             server_version: settings.server_version,
         };
-        let close = match self.respond(request, context, &mut body, go).await {
+        let close = match self.respond(request, pinned, context, &mut body, go).await {
             Ok(close) => close,
             Err(closing) => return Reading::Closed(closing),
         };
@@ -509,6 +525,7 @@ where
     async fn respond(
         &mut self,
         request: Request,
+        pinned: Option<H::Pinned>,
         mut context: ResponseContext,
         body: &mut BodyState,
         go: Option<oneshot::Receiver<()>>,
@@ -538,7 +555,7 @@ where
                 settings
             ));
             let (mut response, completion) =
-                answer(*handler, request, pump.as_mut(), signals, out).await?;
+                answer(*handler, request, pinned, pump.as_mut(), signals, out).await?;
             // A handler that took the whole body can answer before the pump has handed
             // over the end marker it no longer needs (the body's length was known): let
             // the pump finish if it can without waiting, or that body looks abandoned.
@@ -579,12 +596,13 @@ where
 async fn answer<H: Handler, W: AsyncWrite + Unpin>(
     handler: &H,
     request: Request,
+    pinned: Option<H::Pinned>,
     mut pump: Pin<&mut impl Future<Output = PumpEnd>>,
     signals: &mut BodySignals,
     out: &mut Output<W>,
 ) -> Result<(Response, Option<Completion>), Closing> {
     let logged_target = request.target.raw().clone();
-    let mut serving = CatchUnwind(pin!(handler.serve(request)));
+    let mut serving = CatchUnwind(pin!(handler.serve(request, pinned)));
     let answered = loop {
         match drive(Pin::new(&mut serving), pump.as_mut(), signals).await {
             Step::Done(answered) => break answered,

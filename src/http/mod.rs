@@ -198,10 +198,23 @@ pub type Completion = Box<dyn FnOnce(&Sent) + Send>;
 
 /// Serves requests.
 pub trait Handler: Send + Sync + 'static {
-    /// The response to `request`, and work to run once it is written (or could not be).
+    /// What a request whose head arrives in pieces is served by, taken when its first
+    /// bytes come (`pin`): the configuration it started on, which a change made while
+    /// the rest of the head arrives must not take away.
+    type Pinned: Send + Sync + 'static;
+
+    /// Pins what serves a request whose head has begun to arrive; `None` if nothing
+    /// needs pinning.
+    fn pin(&self) -> Option<Self::Pinned> {
+        None
+    }
+
+    /// The response to `request` (served by `pinned`, if its head arrived in pieces),
+    /// and work to run once it is written (or could not be).
     fn serve(
         &self,
         request: Request,
+        pinned: Option<Self::Pinned>,
     ) -> impl Future<Output = (Response, Option<Completion>)> + Send;
 
     /// What the server answers by itself with `status` (a request it refuses before the

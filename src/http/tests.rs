@@ -23,7 +23,9 @@ const PATIENCE: Duration = Duration::from_secs(20);
 struct Echo;
 
 impl Handler for Echo {
-    async fn serve(&self, request: Request) -> (Response, Option<Completion>) {
+    type Pinned = ();
+
+    async fn serve(&self, request: Request, _: Option<()>) -> (Response, Option<Completion>) {
         (answer(request).await, None)
     }
 }
