@@ -467,7 +467,8 @@ fn requests_refused_before_the_api_are_answered_in_json() {
         ("a head over 64 KiB", big_head.into_bytes(), 431),
         (
             "an unknown transfer coding",
-            b"PUT /config HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{}".to_vec(),
+            b"PUT /config HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n{}"
+                .to_vec(),
             501,
         ),
         (

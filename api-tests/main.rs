@@ -15,6 +15,7 @@ mod harness;
 mod cli;
 mod components;
 mod concurrency;
+mod conformance;
 mod connections;
 mod deploy_config;
 mod generations;

@@ -543,6 +543,8 @@ defs["httpSettings"] = {
     "properties": {
         "header_read_timeout": {**ref("timeoutSeconds"), "default": 30},
         "body_read_timeout": {**ref("timeoutSeconds"), "default": 30},
+        "body_total_timeout": {**ref("timeoutSeconds"), "default": 120,
+                               "description": "Wharf: seconds a whole request body may take; past it, 408."},
         "send_timeout": {**ref("timeoutSeconds"), "default": 30},
         "idle_timeout": {**ref("timeoutSeconds"), "default": 180},
         "max_body_size": {"description": "Bytes; a larger body gets 413.", "type": "integer", "minimum": 0,

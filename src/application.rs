@@ -16,7 +16,7 @@ use wasmtime::component::Component;
 
 use crate::config::model::{AppKind, AppSpec};
 use crate::error::ApplyError;
-use crate::http::{Request, Response};
+use crate::http::{self, Request, Response};
 use crate::runtime::code::{Code, CodeFile};
 use crate::runtime::component::ComponentApp;
 use crate::runtime::unit::WasmApp;
@@ -149,7 +149,22 @@ impl Application {
         }
     }
 
-    pub async fn serve(&self, request: Request) -> Response {
+    /// Serves a request. Its body is read first, before the app's runner takes an
+    /// instance for it, when it is small (`http::READ_AHEAD`) or chunked to a `wasm`
+    /// app (whose ABI announces the whole length up front, so it is gathered anyway): a
+    /// client that sends its body slowly then holds no instance. A body that fails to
+    /// arrive is answered for the client (400, 408, 413) without troubling a guest.
+    pub async fn serve(&self, mut request: Request) -> Response {
+        if !request.body.is_known_empty() {
+            let bound = match &self.runner {
+                Runner::Wasm(_) if request.body.is_chunked() => u64::MAX,
+                _ => http::READ_AHEAD,
+            };
+            if let Err(e) = request.body.read_ahead(bound).await {
+                tracing::debug!("request body: {e}");
+                return http::error_response(e.status());
+            }
+        }
         match &self.runner {
             Runner::Wasm(app) => app.serve(request).await,
             Runner::Component(app) => app.serve(request).await,

@@ -34,13 +34,28 @@ impl ListenerHandler {
 }
 
 impl Handler for ListenerHandler {
-    fn serve(
+    type Pinned = Arc<Published>;
+
+    /// A head arriving in pieces keeps the generation it began in, so that a change
+    /// removing its listener meanwhile does not leave it unserved. (Only then: a clone
+    /// bumps the one reference count every connection's requests share.)
+    fn pin(&self) -> Option<Arc<Published>> {
+        Some(self.published.load_full())
+    }
+
+    async fn serve(
         &self,
         request: Request,
-    ) -> impl Future<Output = (Response, Option<Completion>)> + Send {
-        // A guard, not a clone: cloning would bump the one reference count every
-        // connection's requests share, moving its cache line from core to core.
-        let published = self.published.load();
-        async move { published.running.serve(&self.address, request).await }
+        pinned: Option<Arc<Published>>,
+    ) -> (Response, Option<Completion>) {
+        match pinned {
+            Some(published) => published.running.serve(&self.address, request).await,
+            None => {
+                // A guard, not a clone: cloning would bump the one reference count every
+                // connection's requests share, moving its cache line from core to core.
+                let published = self.published.load();
+                published.running.serve(&self.address, request).await
+            }
+        }
     }
 }

@@ -540,3 +540,69 @@ mod tests {
         assert!(err(&too_deep).detail.contains("nested too deeply"));
     }
 }
+
+/// Property tests: on standard JSON (as `serde_json` writes it) the dialect reads what
+/// `serde_json` reads, and on arbitrary bytes it never panics.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// JSON values within what Unit's dialect takes: integers of at most 13 digits (its
+    /// 14-character cap, a sign included), a few levels deep.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-9_999_999_999_999i64..=9_999_999_999_999).prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((any::<String>(), inner), 0..6)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        // Modest counts, so the unit tests stay fast; no regression files.
+        #![proptest_config(ProptestConfig {
+            cases: 128,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn standard_json_reads_as_serde_json_reads_it(value in value(), pretty: bool) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value)
+            } else {
+                serde_json::to_string(&value)
+            }
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let theirs: Value = serde_json::from_str(&text)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(parse(text.as_bytes()), Ok(theirs));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse(&input);
+        }
+
+        #[test]
+        fn json_like_text_never_panics(
+            input in prop::collection::vec(
+                prop::sample::select(b"{}[],:\"\\/*0123456789.eE+-truefalsnul \n\t\xef\xbb\xbf".to_vec()),
+                0..120,
+            ),
+        ) {
+            if let Err(e) = parse(&input) {
+                prop_assert!(e.offset <= input.len());
+            }
+        }
+    }
+}

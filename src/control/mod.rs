@@ -219,7 +219,9 @@ struct ControlHandler {
 }
 
 impl Handler for ControlHandler {
-    async fn serve(&self, request: Request) -> (Response, Option<Completion>) {
+    type Pinned = ();
+
+    async fn serve(&self, request: Request, _: Option<()>) -> (Response, Option<Completion>) {
         let reply = handlers::dispatch(request, &self.state).await;
         (reply.into_response(), None)
     }

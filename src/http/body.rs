@@ -1,6 +1,8 @@
 //! Request bodies as the handler reads them (`RequestBody`, fed through a bounded channel
-//! by the connection; `decode` takes the bytes out of the read buffer).
+//! by the connection; `decode` takes the bytes out of the read buffer), read ahead
+//! whole when small (`read_ahead`), and what a client whose body fails is answered.
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use bytes::Bytes;
@@ -23,6 +25,24 @@ pub enum BodyError {
     Malformed,
 }
 
+impl BodyError {
+    /// The status the client is answered with; the connection then closes. (A client
+    /// that closed is told nothing; 400 is what a log would say of it.)
+    pub fn status(self) -> u16 {
+        match self {
+            Self::TooLarge => 413,
+            Self::Timeout => 408,
+            Self::Malformed | Self::Closed => 400,
+        }
+    }
+}
+
+/// The largest request body read whole before an app instance is taken for it (capped
+/// by `max_body_size`, over which a body is refused anyway): a client sending it slowly
+/// then holds a connection, not an instance. Larger bodies stream to the guest as it
+/// reads them, within `body_total_timeout`.
+pub const READ_AHEAD: u64 = 1024 * 1024;
+
 /// What the connection sends down a body's channel.
 pub(super) enum Piece {
     Data(Bytes),
@@ -36,6 +56,8 @@ pub(super) enum Piece {
 /// the first call to [`chunk`](Self::chunk).
 pub struct RequestBody {
     length: Option<u64>,
+    /// Pieces read ahead (`read_ahead`), handed out before the state's.
+    ahead: VecDeque<Bytes>,
     state: State,
 }
 
@@ -55,6 +77,7 @@ impl RequestBody {
     pub fn empty() -> Self {
         Self {
             length: Some(0),
+            ahead: VecDeque::new(),
             state: State::Done,
         }
     }
@@ -67,7 +90,11 @@ impl RequestBody {
         } else {
             State::Full(bytes)
         };
-        Self { length, state }
+        Self {
+            length,
+            ahead: VecDeque::new(),
+            state,
+        }
     }
 
     /// A body the connection feeds through `pieces`; `length` is `None` when chunked.
@@ -78,6 +105,7 @@ impl RequestBody {
     ) -> Self {
         Self {
             length,
+            ahead: VecDeque::new(),
             state: State::Stream { pieces, wanted },
         }
     }
@@ -98,9 +126,50 @@ impl RequestBody {
         self.length == Some(0)
     }
 
+    /// Reads the body ahead while it stays within `bound` bytes: `Ok(true)` when it
+    /// ended within them (it is then held whole, and the client no longer waited for),
+    /// `Ok(false)` when it is longer (what was read is handed out first, the rest
+    /// streams). A body declared longer than `bound` is not read at all. An error is the
+    /// body's (`chunk` returns it again).
+    pub async fn read_ahead(&mut self, bound: u64) -> Result<bool, BodyError> {
+        if !matches!(self.state, State::Stream { .. }) {
+            return Ok(true);
+        }
+        if self.length.is_some_and(|n| n > bound) {
+            return Ok(false);
+        }
+        let mut read = 0u64;
+        while read <= bound {
+            match self.next().await? {
+                Some(piece) => {
+                    read += piece.len() as u64;
+                    self.ahead.push_back(piece);
+                }
+                None => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// The error the body failed with, once it has.
+    pub fn failure(&self) -> Option<BodyError> {
+        match self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The next piece of the body; `Ok(None)` at its end. After an error, every later
     /// call returns the same error. Cancel-safe.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        if let Some(piece) = self.ahead.pop_front() {
+            return Ok(Some(piece));
+        }
+        self.next().await
+    }
+
+    /// The next piece from the state, past what was read ahead.
+    async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
         let received = match &mut self.state {
             State::Done => return Ok(None),
             State::Failed(e) => return Err(*e),
@@ -182,5 +251,51 @@ mod tests {
         assert_eq!(body.chunk().await, Ok(Some(Bytes::from_static(b"xyz"))));
         assert_eq!(body.chunk().await, Ok(None));
         assert!(RequestBody::empty().is_known_empty());
+    }
+
+    /// A streamed body of `pieces`, fed by a task as it is read.
+    fn fed(length: Option<u64>, pieces: &[&'static [u8]], end: Piece) -> RequestBody {
+        let (tx, rx) = mpsc::channel(1);
+        let pieces: Vec<_> = pieces.iter().map(|p| Bytes::from_static(p)).collect();
+        tokio::spawn(async move {
+            for piece in pieces {
+                let _ = tx.send(Piece::Data(piece)).await;
+            }
+            let _ = tx.send(end).await;
+        });
+        RequestBody::streamed(length, rx, None)
+    }
+
+    async fn rest(body: &mut RequestBody) -> Result<Vec<u8>, BodyError> {
+        let mut all = Vec::new();
+        while let Some(piece) = body.chunk().await? {
+            all.extend_from_slice(&piece);
+        }
+        Ok(all)
+    }
+
+    #[tokio::test]
+    async fn bodies_within_the_bound_are_read_ahead_whole() {
+        let mut body = fed(None, &[b"ab", b"cd"], Piece::End);
+        assert_eq!(body.read_ahead(4).await, Ok(true));
+        assert_eq!(rest(&mut body).await.as_deref(), Ok(&b"abcd"[..]));
+
+        // Longer than the bound: what was read comes first, then the rest.
+        let mut body = fed(None, &[b"ab", b"cd", b"ef"], Piece::End);
+        assert_eq!(body.read_ahead(3).await, Ok(false));
+        assert_eq!(rest(&mut body).await.as_deref(), Ok(&b"abcdef"[..]));
+
+        // Declared longer: nothing is read ahead.
+        let mut body = fed(Some(6), &[b"abcdef"], Piece::End);
+        assert_eq!(body.read_ahead(3).await, Ok(false));
+        assert_eq!(rest(&mut body).await.as_deref(), Ok(&b"abcdef"[..]));
+
+        let mut body = fed(None, &[b"ab"], Piece::Failed(BodyError::Malformed));
+        assert_eq!(body.read_ahead(10).await, Err(BodyError::Malformed));
+        assert_eq!(body.chunk().await, Ok(Some(Bytes::from_static(b"ab"))));
+        assert_eq!(body.chunk().await, Err(BodyError::Malformed));
+        assert_eq!(BodyError::Malformed.status(), 400);
+        assert_eq!(BodyError::TooLarge.status(), 413);
+        assert_eq!(BodyError::Timeout.status(), 408);
     }
 }

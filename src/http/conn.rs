@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
 use super::body::{BodyError, Piece, RequestBody};
 use super::deadline::Deadline;
@@ -152,10 +152,13 @@ struct Connection<'a, R, W, H> {
     shutdown: watch::Receiver<bool>,
 }
 
-enum HeadRead {
-    Head(Head),
-    /// Nothing more is coming (closed, idle too long, or shutting down).
+enum HeadRead<P> {
+    /// A head, and what was pinned to serve it if it arrived in pieces.
+    Head(Head, Option<P>),
+    /// The client closed.
     Idle,
+    /// The server, or the connection's listener, stops while no head is under way.
+    Stopped,
     /// Answer with the error's status and close.
     Reject(HeadError),
 }
@@ -163,8 +166,10 @@ enum HeadRead {
 /// What a wait for more of a head ended with.
 enum Filled {
     More,
-    /// The client closed, failed, or the server shuts down.
+    /// The client closed or failed.
     End,
+    /// The server (or the connection's listener) stops.
+    Stopped,
     /// The deadline passed.
     Expired,
 }
@@ -175,7 +180,7 @@ enum PumpEnd {
     /// The whole body was read.
     Complete,
     /// The body could not be read (the handler was told).
-    Failed,
+    Failed(BodyError),
     /// The handler dropped the body before its end.
     Abandoned,
 }
@@ -332,11 +337,16 @@ where
         let read = self.read_head(first).await;
         self.stats.idle.decrement();
         match read {
-            HeadRead::Head(head) => {
+            HeadRead::Head(head, pinned) => {
                 self.stats.requests.increment();
-                self.exchange(head).await
+                self.exchange(head, pinned).await
             }
             HeadRead::Idle => Reading::Closed(Closing::Close),
+            // A kept-alive connection whose listener went away: told as an idle one is.
+            HeadRead::Stopped if !first => {
+                Reading::Closed(self.reject(HeadError::Timeout, None).await)
+            }
+            HeadRead::Stopped => Reading::Closed(Closing::Close),
             HeadRead::Reject(error) => Reading::Closed(self.reject(error, None).await),
         }
     }
@@ -344,20 +354,29 @@ where
     /// Reads the next request head. The first byte may take `header_read_timeout` on a
     /// new connection and `idle_timeout` on a kept-alive one; the rest of the head must
     /// follow within `header_read_timeout` of it.
-    async fn read_head(&mut self, first: bool) -> HeadRead {
+    async fn read_head(&mut self, first: bool) -> HeadRead<H::Pinned> {
         let settings = self.settings;
         // When the head's first bytes were seen. Taken only once a head turns out to be
-        // incomplete: a whole head (the usual case) costs no clock read.
+        // incomplete: a whole head (the usual case) costs no clock read, and pins
+        // nothing.
         let mut started = None;
+        let mut pinned = None;
         loop {
             if !self.rbuf.is_empty() {
                 match parse_head(&mut self.rbuf, &mut self.spans) {
-                    Ok(Some(head)) => return HeadRead::Head(head),
+                    Ok(Some(head)) => return HeadRead::Head(head, pinned),
                     Ok(None) if self.rbuf.len() >= MAX_HEAD => {
-                        return HeadRead::Reject(HeadError::TooLarge);
+                        return HeadRead::Reject(if head::has_request_line(&self.rbuf) {
+                            HeadError::TooLarge
+                        } else {
+                            HeadError::LineTooLong
+                        });
                     }
                     Ok(None) => {
-                        started.get_or_insert_with(Instant::now);
+                        if started.is_none() {
+                            started = Some(Instant::now());
+                            pinned = self.handler.pin();
+                        }
                     }
                     Err(error) => return HeadRead::Reject(error),
                 }
@@ -375,10 +394,10 @@ where
             match self.fill(started.is_none()).await {
                 Filled::More => {}
                 Filled::End => return HeadRead::Idle,
-                Filled::Expired if started.is_some() => {
-                    return HeadRead::Reject(HeadError::Timeout);
-                }
-                Filled::Expired => return HeadRead::Idle,
+                Filled::Stopped => return HeadRead::Stopped,
+                // As Unit: 408 before the close, whether a head was under way, a new
+                // connection sent nothing, or a kept-alive one stayed idle.
+                Filled::Expired => return HeadRead::Reject(HeadError::Timeout),
             }
         }
     }
@@ -405,7 +424,7 @@ where
                     stop.as_mut().poll(cx).is_ready()
                 };
                 if stopped {
-                    return Poll::Ready(Filled::End);
+                    return Poll::Ready(Filled::Stopped);
                 }
             }
             match read_buf.as_mut().poll(cx) {
@@ -444,7 +463,7 @@ where
     }
 
     /// Serves one request whose head has been read.
-    async fn exchange(&mut self, head: Head) -> Reading {
+    async fn exchange(&mut self, head: Head, pinned: Option<H::Pinned>) -> Reading {
         let head_request = head.method.as_ref() == b"HEAD";
         let version = head.version;
         let settings = self.settings;
@@ -472,18 +491,23 @@ where
             close: !checked.semantics.keep_alive || checked.semantics.force_close,
             server_version: settings.server_version,
         };
-        let close = match self.respond(request, context, &mut body, go).await {
+        let close = match self.respond(request, pinned, context, &mut body, go).await {
             Ok(close) => close,
             Err(closing) => return Reading::Closed(closing),
         };
         let body_read = match body.signals.pump_end {
             Some(PumpEnd::Complete) => true,
-            Some(PumpEnd::Failed) => false,
+            Some(PumpEnd::Failed(_)) => false,
             Some(PumpEnd::Abandoned) | None => {
-                let stall = settings.body_read_timeout;
                 !close
                     && body.signals.started
-                    && drain(&mut self.reader, &mut self.rbuf, &mut body.decoder, stall).await
+                    && drain(
+                        &mut self.reader,
+                        &mut self.rbuf,
+                        &mut body.decoder,
+                        settings,
+                    )
+                    .await
             }
         };
         if !body_read {
@@ -505,6 +529,7 @@ where
     async fn respond(
         &mut self,
         request: Request,
+        pinned: Option<H::Pinned>,
         mut context: ResponseContext,
         body: &mut BodyState,
         go: Option<oneshot::Receiver<()>>,
@@ -524,11 +549,17 @@ where
             pieces,
             signals,
         } = body;
-        let stall = settings.body_read_timeout;
         let written = {
-            let mut pump = pin!(pump_body(reader, rbuf, decoder, pieces.as_ref(), go, stall));
-            let (response, completion) =
-                answer(*handler, request, pump.as_mut(), signals, out).await?;
+            let mut pump = pin!(pump_body(
+                reader,
+                rbuf,
+                decoder,
+                pieces.as_ref(),
+                go,
+                settings
+            ));
+            let (mut response, completion) =
+                answer(*handler, request, pinned, pump.as_mut(), signals, out).await?;
             // A handler that took the whole body can answer before the pump has handed
             // over the end marker it no longer needs (the body's length was known): let
             // the pump finish if it can without waiting, or that body looks abandoned.
@@ -544,8 +575,16 @@ where
             let unreadable = abandoned
                 && (!signals.started
                     || matches!(*framing, BodyFraming::Length(n) if n > DRAIN_LIMIT));
-            context.close |=
-                shutting_down(shutdown) || signals.pump_end == Some(PumpEnd::Failed) || unreadable;
+            let failed = match signals.pump_end {
+                Some(PumpEnd::Failed(error)) => Some(error),
+                _ => None,
+            };
+            // The client's body failed before the answer: the client hears why (400,
+            // 408, 413), whatever the handler made of the failure.
+            if let Some(error) = failed {
+                response = handler.refusal(error.status());
+            }
+            context.close |= shutting_down(shutdown) || failed.is_some() || unreadable;
             send(out, response, completion, &context, pump.as_mut(), signals).await
         };
         *pieces = None;
@@ -561,12 +600,13 @@ where
 async fn answer<H: Handler, W: AsyncWrite + Unpin>(
     handler: &H,
     request: Request,
+    pinned: Option<H::Pinned>,
     mut pump: Pin<&mut impl Future<Output = PumpEnd>>,
     signals: &mut BodySignals,
     out: &mut Output<W>,
 ) -> Result<(Response, Option<Completion>), Closing> {
     let logged_target = request.target.raw().clone();
-    let mut serving = CatchUnwind(pin!(handler.serve(request)));
+    let mut serving = CatchUnwind(pin!(handler.serve(request, pinned)));
     let answered = loop {
         match drive(Pin::new(&mut serving), pump.as_mut(), signals).await {
             Step::Done(answered) => break answered,
@@ -671,7 +711,7 @@ async fn pump_body<R: AsyncRead + Unpin>(
     decoder: &mut BodyDecoder,
     pieces: Option<&mpsc::Sender<Piece>>,
     go: Option<oneshot::Receiver<()>>,
-    stall: Duration,
+    settings: &Settings,
 ) -> PumpEnd {
     let Some(pieces) = pieces else {
         return PumpEnd::Complete;
@@ -681,6 +721,7 @@ async fn pump_body<R: AsyncRead + Unpin>(
     {
         return PumpEnd::Abandoned;
     }
+    let limits = BodyLimits::from_now(settings);
     loop {
         let piece = match decoder.decode(rbuf, MAX_PIECE) {
             Ok(Decoded::Data(bytes)) => Piece::Data(bytes),
@@ -689,7 +730,7 @@ async fn pump_body<R: AsyncRead + Unpin>(
                 let _ = pieces.send(Piece::End).await;
                 return PumpEnd::Complete;
             }
-            Ok(Decoded::NeedMore) => match read_body(reader, rbuf, decoder, stall).await {
+            Ok(Decoded::NeedMore) => match read_body(reader, rbuf, decoder, &limits).await {
                 Ok(()) => continue,
                 Err(e) => Piece::Failed(e),
             },
@@ -699,7 +740,7 @@ async fn pump_body<R: AsyncRead + Unpin>(
             tracing::debug!("request body: {e}");
             decoder.fail(e);
             let _ = pieces.send(piece).await;
-            return PumpEnd::Failed;
+            return PumpEnd::Failed(e);
         }
         if pieces.send(piece).await.is_err() {
             return PumpEnd::Abandoned;
@@ -707,15 +748,43 @@ async fn pump_body<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads more of a body, which must come within `stall`.
+/// The waits a body's reads are bounded by.
+struct BodyLimits {
+    /// Longest silence (`body_read_timeout`).
+    stall: Duration,
+    /// When the whole body must be in (`body_total_timeout`); `None` if too far off to
+    /// represent.
+    deadline: Option<Instant>,
+}
+
+impl BodyLimits {
+    /// The limits of a body first read now.
+    fn from_now(settings: &Settings) -> Self {
+        Self {
+            stall: settings.body_read_timeout,
+            deadline: Instant::now().checked_add(settings.body_total_timeout),
+        }
+    }
+}
+
+/// Reads more of a body, which must come within the stall and by the deadline.
 async fn read_body<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
     decoder: &BodyDecoder,
-    stall: Duration,
+    limits: &BodyLimits,
 ) -> Result<(), BodyError> {
     reserve(rbuf, read_size(decoder));
-    match timeout(stall, reader.read_buf(rbuf)).await {
+    let until = match (Instant::now().checked_add(limits.stall), limits.deadline) {
+        (Some(stall), Some(deadline)) => Some(stall.min(deadline)),
+        (stall, deadline) => stall.or(deadline),
+    };
+    let read = reader.read_buf(rbuf);
+    let read = match until {
+        Some(until) => timeout_at(until, read).await,
+        None => Ok(read.await),
+    };
+    match read {
         Ok(Ok(n)) if n > 0 => Ok(()),
         Ok(Ok(_)) => Err(BodyError::Closed),
         Ok(Err(e)) => {
@@ -739,8 +808,9 @@ async fn drain<R: AsyncRead + Unpin>(
     reader: &mut R,
     rbuf: &mut BytesMut,
     decoder: &mut BodyDecoder,
-    stall: Duration,
+    settings: &Settings,
 ) -> bool {
+    let limits = BodyLimits::from_now(settings);
     let mut left = DRAIN_LIMIT;
     if decoder.remaining().is_some_and(|r| r > left) {
         return false;
@@ -753,7 +823,7 @@ async fn drain<R: AsyncRead + Unpin>(
             },
             Ok(Decoded::End) => return true,
             Ok(Decoded::NeedMore) => {
-                if read_body(reader, rbuf, decoder, stall).await.is_err() {
+                if read_body(reader, rbuf, decoder, &limits).await.is_err() {
                     return false;
                 }
             }

@@ -354,3 +354,127 @@ mod tests {
         assert_eq!(d.remaining(), Some(0));
     }
 }
+
+/// Property tests: any split of a valid chunked body decodes to the same bytes, and a
+/// corrupted one never panics and ends, if in an error, in a 4xx.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A chunked encoding of `chunks`, with an extension on some sizes and optional
+    /// trailers, followed by `after` (the next request's bytes).
+    fn encode(chunks: &[Vec<u8>], extension: bool, trailers: bool, after: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            out.extend_from_slice(format!("{:x}", chunk.len()).as_bytes());
+            if extension && i % 2 == 0 {
+                out.extend_from_slice(b";name=\"v\"");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n");
+        if trailers {
+            out.extend_from_slice(b"X-Sum: 1\r\nY: 2\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(after);
+        out
+    }
+
+    /// What decoding `input`, fed in the pieces `splits` cut it into, gives: the body and
+    /// what is left after it, or the error (an input that ends early is `Closed`).
+    fn feed(
+        input: &[u8],
+        splits: &[usize],
+        max_piece: usize,
+    ) -> Result<(Vec<u8>, Vec<u8>), BodyError> {
+        let mut decoder = BodyDecoder::chunked(1 << 20);
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut fed = 0;
+        let mut cuts = splits.iter().copied().chain(std::iter::once(input.len()));
+        loop {
+            match decoder.decode(&mut buf, max_piece)? {
+                Decoded::Data(piece) => body.extend_from_slice(&piece),
+                Decoded::End => {
+                    let mut rest = buf.to_vec();
+                    rest.extend_from_slice(&input[fed..]);
+                    return Ok((body, rest));
+                }
+                Decoded::NeedMore => {
+                    let Some(cut) = cuts.next() else {
+                        return Err(BodyError::Closed);
+                    };
+                    let cut = cut.clamp(fed, input.len());
+                    buf.extend_from_slice(&input[fed..cut]);
+                    fed = cut;
+                }
+            }
+        }
+    }
+
+    fn chunks() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 1..40), 0..5)
+    }
+
+    proptest! {
+        // Modest counts, so the unit tests stay fast; no regression files.
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn every_split_decodes_the_same(
+            chunks in chunks(),
+            extension: bool,
+            trailers: bool,
+            max_piece in 1usize..16,
+        ) {
+            let after = b"GET /next";
+            let input = encode(&chunks, extension, trailers, after);
+            let want = (chunks.concat(), after.to_vec());
+            prop_assert_eq!(feed(&input, &[], 1 << 16), Ok(want.clone()));
+            for at in 0..=input.len() {
+                prop_assert_eq!(feed(&input, &[at], max_piece), Ok(want.clone()), "split at {}", at);
+            }
+            // And byte by byte.
+            let every: Vec<usize> = (0..input.len()).collect();
+            prop_assert_eq!(feed(&input, &every, max_piece), Ok(want));
+        }
+
+        #[test]
+        fn corruptions_never_panic_and_fail_as_4xx(
+            chunks in chunks(),
+            trailers: bool,
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let mut input = encode(&chunks, true, trailers, b"");
+            for (at, byte, kind) in edits {
+                let at = at.index(input.len() + 1);
+                match kind {
+                    0 if at < input.len() => input[at] = byte,
+                    1 => input.insert(at, byte),
+                    _ => input.truncate(at),
+                }
+            }
+            let cut = split.index(input.len() + 1);
+            if let Err(e) = feed(&input, &[cut], 7) {
+                prop_assert!((400..500).contains(&e.status()), "{e:?}");
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Err(e) = feed(&input, &[input.len() / 2], 5) {
+                prop_assert!((400..500).contains(&e.status()), "{e:?}");
+            }
+        }
+    }
+}

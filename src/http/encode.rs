@@ -44,7 +44,9 @@ pub(super) struct Encoded {
     pub(super) close: bool,
 }
 
-/// A status a handler may send; any other becomes 500.
+/// A status a handler may send (three digits, as a `return` action may give); any other
+/// becomes 500. Guests are held to 100–599 where their answer is read
+/// (`runtime::guest::GUEST_STATUSES`).
 pub(super) fn valid_status(status: u16) -> u16 {
     if (100..=999).contains(&status) {
         status
@@ -125,8 +127,9 @@ fn push_fields(buf: &mut Vec<u8>, headers: &[(Bytes, Bytes)]) -> HandlerFields {
     let mut fields = HandlerFields::default();
     for (name, value) in headers {
         if !is_token(name) || !is_field_value(value) {
+            // Escaped: the name is the guest's, and must not forge log lines.
             tracing::warn!(
-                name = %String::from_utf8_lossy(name),
+                name = %name.escape_ascii(),
                 "dropping a response header field with an invalid name or value"
             );
             continue;
@@ -308,8 +311,12 @@ fn is_token(name: &[u8]) -> bool {
     !name.is_empty() && name.iter().all(|&b| TOKEN[usize::from(b)])
 }
 
+/// RFC 9110 §5.5: visible bytes, spaces, HTAB and obs-text; no other control byte
+/// (CR, LF and NUL would break the framing, the rest confuse what reads the head).
 fn is_field_value(value: &[u8]) -> bool {
-    !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
 }
 
 /// The reason phrase Unit sends for `status`.
@@ -394,6 +401,22 @@ mod tests {
         assert!(!is_token(b""));
         assert!(is_token(b"Content-Type"));
         assert!(!is_token(b"Bad Name"));
+    }
+
+    #[test]
+    fn field_values_refuse_control_bytes_but_htab() {
+        for b in 0..=u8::MAX {
+            let allowed = b == b'\t' || (b >= b' ' && b != 0x7f);
+            assert_eq!(is_field_value(&[b'a', b, b'b']), allowed, "byte {b}");
+        }
+        assert!(is_field_value(b"text/html; charset=\xe9"));
+    }
+
+    #[test]
+    fn statuses_outside_100_to_999_become_500() {
+        for (given, sent) in [(0, 500), (99, 500), (100, 100), (999, 999), (1000, 500)] {
+            assert_eq!(valid_status(given), sent, "{given}");
+        }
     }
 
     #[test]

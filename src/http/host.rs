@@ -7,6 +7,39 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
+/// Whether a `Host` value (or an absolute-form target's authority) is `uri-host
+/// [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2): an IPv6 literal in brackets, or a name
+/// of unreserved, sub-delim and `%` bytes without an empty label (`a..b`, which Unit
+/// refuses too), then a port of digits. Empty is valid: a client with no authority to
+/// name sends an empty `Host`. Stricter than Unit, which refuses only `/` and `..`.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (name, port) = if value.first() == Some(&b'[') {
+        let Some(close) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = std::str::from_utf8(&value[1..close]).unwrap_or_default();
+        if literal.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        (&b""[..], &value[close + 1..])
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &b""[..]),
+        }
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    let name_ok = name
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+        && !name.windows(2).any(|pair| pair == b"..");
+    port_ok && name_ok
+}
+
 /// The name in a `Host` value, as Unit's `nxt_http_validate_host` leaves it: the port
 /// dropped (after the `]` of an IPv6 literal, else from the first `:`), then one final
 /// dot, and the rest lowercased. A slice of `value` unless it had capitals.
@@ -86,6 +119,31 @@ mod tests {
         ] {
             let value = Bytes::copy_from_slice(value.as_bytes());
             assert_eq!(&host_name(&value)[..], name.as_bytes(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_validated() {
+        for good in [
+            "example.com",
+            "a:80",
+            "a:",
+            "",
+            ":80",
+            "[::1]",
+            "[::1]:8080",
+            "xn--bcher-kva.example",
+            "a_b.c",
+            "127.0.0.1:80",
+            "a.",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a/b", "a b", "user@a", "a:8x", "a:80:81", "a..b", "[::1", "[zz]", "[::1]x", "a\\b",
+            "a\tb", "a\u{1}b", "é",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
         }
     }
 

@@ -19,6 +19,7 @@ mod conn;
 mod deadline;
 mod decode;
 mod encode;
+pub mod form;
 mod head;
 pub mod host;
 mod output;
@@ -38,7 +39,7 @@ use tokio::sync::mpsc;
 
 use crate::counter::Counter;
 
-pub use body::{BodyError, RequestBody};
+pub use body::{BodyError, READ_AHEAD, RequestBody};
 pub use conn::{ConnectionInfo, serve_connection};
 pub(crate) use encode::push_decimal;
 pub use head::is_safe_field_name;
@@ -197,10 +198,23 @@ pub type Completion = Box<dyn FnOnce(&Sent) + Send>;
 
 /// Serves requests.
 pub trait Handler: Send + Sync + 'static {
-    /// The response to `request`, and work to run once it is written (or could not be).
+    /// What a request whose head arrives in pieces is served by, taken when its first
+    /// bytes come (`pin`): the configuration it started on, which a change made while
+    /// the rest of the head arrives must not take away.
+    type Pinned: Send + Sync + 'static;
+
+    /// Pins what serves a request whose head has begun to arrive; `None` if nothing
+    /// needs pinning.
+    fn pin(&self) -> Option<Self::Pinned> {
+        None
+    }
+
+    /// The response to `request` (served by `pinned`, if its head arrived in pieces),
+    /// and work to run once it is written (or could not be).
     fn serve(
         &self,
         request: Request,
+        pinned: Option<Self::Pinned>,
     ) -> impl Future<Output = (Response, Option<Completion>)> + Send;
 
     /// What the server answers by itself with `status` (a request it refuses before the
@@ -238,6 +252,8 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Longest silence between two pieces of a request body.
     pub body_read_timeout: Duration,
+    /// Longest time a whole request body may take, from when it is first read.
+    pub body_total_timeout: Duration,
     /// Longest wait for the client to accept response bytes.
     pub send_timeout: Duration,
     /// Longest wait for the next request on a kept-alive connection.
@@ -260,6 +276,9 @@ impl Default for Settings {
         Self {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
+            // Wharf's own (Unit has none): a dripping client cannot hold an app's
+            // instance longer than this.
+            body_total_timeout: Duration::from_secs(120),
             send_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(180),
             max_body_size: 8 * 1024 * 1024,

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::slow_lane::{LONG_RUNNING_TICKS, SlowLane};
-use crate::http::{self, Response};
+use crate::http::{self, BodyError, Response};
 
 /// How a guest's part of a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,10 @@ impl GuestEnd {
 }
 
 const TIMED_OUT: &str = "the request timed out";
+
+/// The statuses a guest may answer with (RFC 9110 §15); a guest that sets another fails
+/// its request (500).
+pub const GUEST_STATUSES: std::ops::RangeInclusive<u16> = 100..=599;
 
 /// A guest's part of one request, as a future that can move between threads.
 pub type GuestTask = Pin<Box<dyn Future<Output = GuestEnd> + Send>>;
@@ -74,12 +78,16 @@ pub enum Stopped {
     /// The guest failed (trapped, broke the ABI, ...); the whole cause.
     Failed(String),
     TimedOut,
+    /// The client's request body failed while the guest read it: the client's doing,
+    /// answered for it by the connection; the instance, stopped mid-request, is not
+    /// reused, but the guest is not blamed.
+    Body(BodyError),
 }
 
 impl Stopped {
     pub fn end(&self) -> GuestEnd {
         match self {
-            Self::Failed(_) => GuestEnd::Failed,
+            Self::Failed(_) | Self::Body(_) => GuestEnd::Failed,
             Self::TimedOut => GuestEnd::TimedOut,
         }
     }
@@ -89,6 +97,7 @@ impl Stopped {
         match self {
             Self::Failed(why) => why.clone(),
             Self::TimedOut => TIMED_OUT.to_owned(),
+            Self::Body(e) => e.to_string(),
         }
     }
 
@@ -98,6 +107,7 @@ impl Stopped {
             Self::TimedOut => {
                 tracing::warn!(app = %app, "request stopped after limits.timeout ({timeout:?})");
             }
+            Self::Body(e) => tracing::debug!(app = %app, "request body: {e}"),
         }
     }
 }

@@ -123,6 +123,7 @@ mod tests {
         for (member, model) in [
             ("header_read_timeout", seconds(http.header_read_timeout)),
             ("body_read_timeout", seconds(http.body_read_timeout)),
+            ("body_total_timeout", seconds(http.body_total_timeout)),
             ("send_timeout", seconds(http.send_timeout)),
             ("idle_timeout", seconds(http.idle_timeout)),
             ("max_body_size", json!(http.max_body_size)),

@@ -35,6 +35,9 @@ pub fn http(members: Option<&Value>) -> Settings {
     if let Some(t) = seconds("body_read_timeout") {
         settings.body_read_timeout = t;
     }
+    if let Some(t) = seconds("body_total_timeout") {
+        settings.body_total_timeout = t;
+    }
     if let Some(t) = seconds("send_timeout") {
         settings.send_timeout = t;
     }

@@ -188,6 +188,11 @@ impl ComponentApp {
             }
         };
         let (parts, source) = response.into_parts();
+        if !guest::GUEST_STATUSES.contains(&parts.status.as_u16()) {
+            tracing::warn!(app = %self.name, status = parts.status.as_u16(), "the guest answered with an invalid status");
+            rest.detach(&self.slow_lane);
+            return http::error_response(500);
+        }
         let guest = match rest {
             Rest::Ended(end) => Ok(end),
             running => {

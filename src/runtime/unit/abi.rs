@@ -13,7 +13,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use super::layout::{self, AbiError, BUFFER_SIZE, HeaderFields};
 use super::spec::UnitAppSpec;
 use crate::http::pipe::{Pipe, PushError, ResponseHead};
-use crate::runtime::guest::CpuClock;
+use crate::runtime::guest::{CpuClock, GUEST_STATUSES};
 use crate::runtime::limits::MemoryBudget;
 
 /// One request's answer as the guest builds it: the status it set, whether the head went
@@ -279,7 +279,7 @@ fn send_head(
     let reply = reply(caller)?;
     let status = u16::try_from(reply.status)
         .ok()
-        .filter(|s| (100..=999).contains(s))
+        .filter(|s| GUEST_STATUSES.contains(s))
         .ok_or_else(|| format_err!("the guest set the invalid status {}", reply.status))?;
     if reply.head_sent {
         bail!("the guest sent the response headers twice");

@@ -24,7 +24,7 @@ use self::instance::{UnitInstance, UnitModule};
 use self::layout::RequestHead;
 use self::pool::{CheckoutError, InstancePool, PoolSize};
 use self::spec::UnitAppSpec;
-use super::guest::{self, Guest, GuestEnd, GuestTask, HeadSource, TimedOut, within};
+use super::guest::{self, Guest, GuestEnd, GuestTask, HeadSource, Stopped, TimedOut, within};
 use super::limits::Limits;
 use super::slow_lane::SlowLane;
 use super::{InstanceCounts, Runtime};
@@ -140,12 +140,14 @@ impl WasmApp {
             };
             // On time-out the unreleased lease discards the instance the guest was
             // stopped in.
-            let stopped = match guest::bounded(deadline, served).await {
-                Ok(()) => {
+            let stopped = match within(deadline, served).await {
+                Ok(Ok(())) => {
                     lease.release();
                     return GuestEnd::Done;
                 }
-                Err(stopped) => stopped,
+                Ok(Err(RunFailure::Body(e))) => Stopped::Body(e),
+                Ok(Err(RunFailure::Guest(e))) => Stopped::Failed(format!("{e:#}")),
+                Err(TimedOut) => Stopped::TimedOut,
             };
             stopped.log(lease.app(), timeout);
             let unfinished = lease.instance().and_then(UnitInstance::take_reply);
@@ -172,7 +174,14 @@ impl WasmApp {
     }
 }
 
-async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()> {
+/// Why a request's run through a guest failed.
+enum RunFailure {
+    /// The client's body failed (the guest saw it end early).
+    Body(http::BodyError),
+    Guest(anyhow::Error),
+}
+
+async fn run(instance: &mut UnitInstance, request: Request) -> Result<(), RunFailure> {
     let Request {
         method,
         target,
@@ -203,7 +212,9 @@ async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()
     // (bounded by the listener's max_body_size).
     let mut source = match body.content_length() {
         Some(_) => BodySource::Stream(&mut body),
-        None => BodySource::gather(&mut body).await?,
+        None => BodySource::gather(&mut body)
+            .await
+            .map_err(RunFailure::Body)?,
     };
     let head = RequestHead {
         method: &method,
@@ -218,6 +229,12 @@ async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()
         content_len: source.len(),
         tls: false,
     };
-    instance.serve(&head, &mut source).await?;
-    Ok(())
+    let served = instance.serve(&head, &mut source).await;
+    drop(source);
+    match (served, body.failure()) {
+        (Ok(()), _) => Ok(()),
+        // The guest failed because its body did: the client's failure, not the guest's.
+        (Err(_), Some(e)) => Err(RunFailure::Body(e)),
+        (Err(e), None) => Err(RunFailure::Guest(e.0)),
+    }
 }
