@@ -19,6 +19,7 @@ mod conn;
 mod deadline;
 mod decode;
 mod encode;
+mod file;
 mod head;
 pub mod host;
 mod output;
@@ -41,6 +42,7 @@ use crate::counter::Counter;
 pub use body::{BodyError, RequestBody};
 pub use conn::{ConnectionInfo, serve_connection};
 pub(crate) use encode::push_decimal;
+pub use file::{FileBody, SendFile};
 pub use head::is_safe_field_name;
 pub use server::{Listener, serve};
 pub use target::{Target, TargetError};
@@ -152,6 +154,8 @@ pub enum ResponseBody {
     Full(Bytes),
     /// Pieces polled by the writer as it sends them, so a slow client slows the producer.
     Stream(Box<dyn BodyStream + Send>),
+    /// A span of a file, sent with `sendfile` where the connection allows.
+    File(FileBody),
 }
 
 /// A response body whose pieces arrive while the response is being sent: a `pipe`, a
