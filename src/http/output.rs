@@ -182,6 +182,9 @@ async fn send_file<W: AsyncWrite + Unpin + SendFile>(
     body: &FileBody,
     body_bytes: &mut u64,
 ) -> io::Result<bool> {
+    if body.len <= COALESCE as u64 {
+        return small_file(out, body, body_bytes);
+    }
     out.flush().await?;
     let mut offset = body.offset;
     let end = body.offset + body.len;
@@ -226,6 +229,36 @@ async fn send_file<W: AsyncWrite + Unpin + SendFile>(
         }
         offset += n as u64;
         *body_bytes += n as u64;
+    }
+    Ok(true)
+}
+
+/// A small file goes into the write buffer behind its head, so that head and body leave
+/// in one write (one wake-up of the client) rather than a write and a `sendfile`.
+fn small_file<W>(out: &mut Output<W>, body: &FileBody, body_bytes: &mut u64) -> io::Result<bool> {
+    let len = usize::try_from(body.len).unwrap_or(usize::MAX);
+    let start = out.buf.len();
+    out.buf.resize(start + len, 0);
+    let mut filled = 0;
+    while filled < len {
+        let n = read_at(
+            &body.file,
+            &mut out.buf[start + filled..],
+            body.offset + filled as u64,
+        )?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    out.buf.truncate(start + filled);
+    *body_bytes += filled as u64;
+    if filled < len {
+        tracing::warn!(
+            missing = len - filled,
+            "the file being sent ended before its Content-Length; closing"
+        );
+        return Ok(false);
     }
     Ok(true)
 }
