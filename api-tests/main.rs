@@ -33,5 +33,6 @@ mod processes;
 mod resources;
 mod routing;
 mod serving;
+mod static_files;
 mod status;
 mod uris;

@@ -4,7 +4,7 @@
 //! `main.rs` only wires these together: `config` owns the tree, its rules and the typed
 //! `Plan` it compiles to, `store` its durable history, `controller` the one path by which
 //! it changes, `generation` what runs (`application`: each app in it), `dispatch` what
-//! requests are served by, `routing` where requests go, `access_log` the record of them,
+//! requests are served by, `routing` where requests go, `static_files` the files `share` serves, `access_log` the record of them,
 //! `runtime` the Wasm engine and guests, `listeners` and `http` the data plane, `control`
 //! the API, `status` the counters (`counter`: how they are kept), `watch` the module files
 //! that swap themselves in, `error` the errors of a change. `docs/architecture.md` has
@@ -27,6 +27,7 @@ pub mod privileges;
 pub mod routing;
 pub mod runtime;
 pub mod sockets;
+pub mod static_files;
 pub mod status;
 pub mod store;
 pub mod watch;

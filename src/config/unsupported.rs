@@ -1,8 +1,7 @@
 //! Members of Unit's configuration that Wharf accepts the shape of but does not
 //! implement. A config naming one is refused with its path, after the schema: accepting
 //! it would ignore it silently, and a listener with `"tls"` would serve plaintext to
-//! clients configured for TLS. (`settings.http.static` is kept: its MIME types are read
-//! only by `share` actions, which are refused here.)
+//! clients configured for TLS.
 
 use serde_json::Value;
 
@@ -48,10 +47,7 @@ const APPLICATION: [(&str, &str); 6] = [
 ];
 
 /// Members of a route step's `action`.
-const ACTION: [(&str, &str); 2] = [
-    ("share", "the \"share\" action is not supported yet"),
-    ("proxy", "the \"proxy\" action is not supported yet"),
-];
+const ACTION: [(&str, &str); 1] = [("proxy", "the \"proxy\" action is not supported yet")];
 
 /// Checks a tree that passed the schema; the error is a complete validation detail.
 pub fn check(tree: &Value) -> Result<(), String> {
@@ -79,9 +75,18 @@ fn actions(steps: &[Value], at: &str) -> Result<(), String> {
         .iter()
         .enumerate()
         .try_for_each(|(i, step)| match step.get("action") {
-            Some(action) => refuse(action, &ACTION, &format!("{at}/{i}/action")),
+            Some(action) => action_chain(action, format!("{at}/{i}/action")),
             None => Ok(()),
         })
+}
+
+/// An action and the `fallback` actions under it.
+fn action_chain(action: &Value, at: String) -> Result<(), String> {
+    refuse(action, &ACTION, &at)?;
+    match action.get("fallback") {
+        Some(fallback) => action_chain(fallback, format!("{at}/fallback")),
+        None => Ok(()),
+    }
 }
 
 fn members(value: Option<&Value>) -> impl Iterator<Item = (&String, &Value)> {
@@ -118,6 +123,8 @@ mod tests {
         assert!(check(&user).is_err_and(|e| e.starts_with("applications/a/user: ")));
         let named = json!({"routes": {"main": [{"action": {"proxy": "http://127.0.0.1:1"}}]}});
         assert!(check(&named).is_err_and(|e| e.starts_with("routes/main/0/action/proxy: ")));
+        let fallback = json!({"routes": [{"action": {"share": "/s", "fallback": {"proxy": "http://127.0.0.1:1"}}}]});
+        assert!(check(&fallback).is_err_and(|e| e.starts_with("routes/0/action/fallback/proxy: ")));
     }
 
     #[test]

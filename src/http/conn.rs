@@ -23,6 +23,7 @@ use super::body::{BodyError, Piece, RequestBody};
 use super::deadline::Deadline;
 use super::decode::{BodyDecoder, Decoded};
 use super::encode::ResponseContext;
+use super::file::SendFile;
 use super::head::{self, BodyFraming, Head, HeadError, MAX_HEAD, Semantics, parse_head};
 use super::output::{Output, write_response};
 use super::{Completion, ConnectionStats, Handler, Request, Response, Sent, Settings, Version};
@@ -61,7 +62,7 @@ pub async fn serve_connection<R, W, H>(
     shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + SendFile,
     H: Handler,
 {
     tracing::debug!(remote = ?info.remote, "connection opened");
@@ -302,7 +303,7 @@ async fn drive<T>(
 impl<R, W, H> Connection<'_, R, W, H>
 where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin + SendFile,
     H: Handler,
 {
     async fn run(mut self) {
@@ -631,7 +632,7 @@ async fn answer<H: Handler, W: AsyncWrite + Unpin>(
 
 /// Writes the response while the body side goes on, then runs the completion with what
 /// went out; `Ok(true)` when the connection closes after.
-async fn send<W: AsyncWrite + Unpin>(
+async fn send<W: AsyncWrite + Unpin + SendFile>(
     out: &mut Output<W>,
     response: Response,
     completion: Option<Completion>,

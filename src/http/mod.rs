@@ -19,6 +19,7 @@ mod conn;
 mod deadline;
 mod decode;
 mod encode;
+mod file;
 pub mod form;
 mod head;
 pub mod host;
@@ -42,6 +43,7 @@ use crate::counter::Counter;
 pub use body::{BodyError, READ_AHEAD, RequestBody};
 pub use conn::{ConnectionInfo, serve_connection};
 pub(crate) use encode::push_decimal;
+pub use file::{FileBody, SendFile};
 pub use head::is_safe_field_name;
 pub use server::{Listener, serve};
 pub use target::{Target, TargetError};
@@ -153,6 +155,8 @@ pub enum ResponseBody {
     Full(Bytes),
     /// Pieces polled by the writer as it sends them, so a slow client slows the producer.
     Stream(Box<dyn BodyStream + Send>),
+    /// A span of a file, sent with `sendfile` where the connection allows.
+    File(FileBody),
 }
 
 /// A response body whose pieces arrive while the response is being sent: a `pipe`, a

@@ -15,6 +15,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::encode::{
     BodyShape, Encoded, ResponseContext, ResponseFraming, encode_head, push_hex, valid_status,
 };
+use super::file::{COPY_BUFFER, FileBody, SendFile};
 use super::{BodyStream, Response, ResponseBody, Sent, StreamAbort};
 
 /// Pieces up to this size are copied into the write buffer; larger ones go out with a
@@ -113,6 +114,7 @@ enum Payload {
     /// At hand (perhaps empty).
     Whole(Bytes),
     Stream(Box<dyn BodyStream + Send>),
+    File(FileBody),
 }
 
 impl Payload {
@@ -122,6 +124,7 @@ impl Payload {
             ResponseBody::Empty => (BodyShape::Empty, Self::Whole(Bytes::new())),
             ResponseBody::Full(bytes) => (BodyShape::Full(bytes.len() as u64), Self::Whole(bytes)),
             ResponseBody::Stream(stream) => (BodyShape::Streamed, Self::Stream(stream)),
+            ResponseBody::File(file) => (BodyShape::Full(file.len), Self::File(file)),
         }
     }
 }
@@ -129,7 +132,7 @@ impl Payload {
 /// Writes `response`; `Ok(true)` when the connection must close afterwards (asked for,
 /// close-delimited, or the body did not match its framing). An `Err` means the client
 /// could not be written to. `sent` records what went out, even when writing failed.
-pub(super) async fn write_response<W: AsyncWrite + Unpin>(
+pub(super) async fn write_response<W: AsyncWrite + Unpin + SendFile>(
     out: &mut Output<W>,
     response: Response,
     context: &ResponseContext,
@@ -156,9 +159,118 @@ pub(super) async fn write_response<W: AsyncWrite + Unpin>(
             stream.recycle();
             sent.close |= close;
         }
+        Payload::File(file) => {
+            if framing != ResponseFraming::Bodiless && file.len > 0 {
+                let complete = send_file(out, &file, &mut sent.body_bytes).await?;
+                if !complete {
+                    close = true;
+                    sent.close = true;
+                }
+            }
+        }
     }
     out.flush().await?;
     Ok(close)
+}
+
+/// Sends a file body (its length is the `Content-Length` already written): with
+/// `sendfile` where the stream allows, else copied through one bounded buffer. `Ok(false)`
+/// when the file turned out shorter than announced (changed under us), so the connection
+/// must close.
+async fn send_file<W: AsyncWrite + Unpin + SendFile>(
+    out: &mut Output<W>,
+    body: &FileBody,
+    body_bytes: &mut u64,
+) -> io::Result<bool> {
+    if body.len <= COALESCE as u64 {
+        return small_file(out, body, body_bytes);
+    }
+    out.flush().await?;
+    let mut offset = body.offset;
+    let end = body.offset + body.len;
+    let mut copy: Vec<u8> = Vec::new();
+    while offset < end {
+        let rest = end - offset;
+        let writer = &mut out.writer;
+        let direct = timed(
+            out.send_timeout,
+            poll_fn(
+                |cx| match writer.poll_send_file(cx, &body.file, offset, rest) {
+                    Poll::Ready(None) => Poll::Ready(Ok(None)),
+                    Poll::Ready(Some(result)) => Poll::Ready(result.map(Some)),
+                    Poll::Pending => Poll::Pending,
+                },
+            ),
+        )
+        .await?;
+        let n = match direct {
+            Some(n) => n,
+            None => {
+                if copy.is_empty() {
+                    copy = vec![0; COPY_BUFFER];
+                }
+                let want = usize::try_from(rest).unwrap_or(usize::MAX).min(copy.len());
+                // A regular file's read is served from the page cache or the disk
+                // without blocking on a peer, as Unit reads it on its event loop.
+                let n = read_at(&body.file, &mut copy[..want], offset)?;
+                if n > 0 {
+                    out.put(&copy[..n]).await?;
+                    out.flush().await?;
+                }
+                n
+            }
+        };
+        if n == 0 {
+            tracing::warn!(
+                missing = rest,
+                "the file being sent ended before its Content-Length; closing"
+            );
+            return Ok(false);
+        }
+        offset += n as u64;
+        *body_bytes += n as u64;
+    }
+    Ok(true)
+}
+
+/// A small file goes into the write buffer behind its head, so that head and body leave
+/// in one write (one wake-up of the client) rather than a write and a `sendfile`.
+fn small_file<W>(out: &mut Output<W>, body: &FileBody, body_bytes: &mut u64) -> io::Result<bool> {
+    let len = usize::try_from(body.len).unwrap_or(usize::MAX);
+    let start = out.buf.len();
+    out.buf.resize(start + len, 0);
+    let mut filled = 0;
+    while filled < len {
+        let n = read_at(
+            &body.file,
+            &mut out.buf[start + filled..],
+            body.offset + filled as u64,
+        )?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    out.buf.truncate(start + filled);
+    *body_bytes += filled as u64;
+    if filled < len {
+        tracing::warn!(
+            missing = len - filled,
+            "the file being sent ended before its Content-Length; closing"
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    loop {
+        match file.read_at(buf, offset) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            done => return done,
+        }
+    }
 }
 
 /// Streams the pieces; `Ok(true)` when the body broke its framing, so the connection
@@ -397,6 +509,41 @@ mod tests {
             without_date(&text).ends_with("Content-Length: 5\r\nConnection: keep-alive\r\n\r\n"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn file_bodies_are_copied_where_sendfile_cannot_go() {
+        let mut file = tempfile::tempfile().expect("tempfile");
+        std::io::Write::write_all(&mut file, b"0123456789").expect("write");
+        let response = Response {
+            status: 206,
+            headers: vec![],
+            body: ResponseBody::File(FileBody {
+                file,
+                offset: 2,
+                len: 5,
+            }),
+        };
+        let (text, close) = render(response, &context(Version::Http11, false)).await;
+        assert!(!close);
+        assert!(
+            without_date(&text).ends_with("Content-Length: 5\r\n\r\n23456"),
+            "{text}"
+        );
+
+        // A file shorter than announced (truncated meanwhile) closes the connection.
+        let file = tempfile::tempfile().expect("tempfile");
+        let response = Response {
+            status: 200,
+            headers: vec![],
+            body: ResponseBody::File(FileBody {
+                file,
+                offset: 0,
+                len: 3,
+            }),
+        };
+        let (text, close) = render(response, &context(Version::Http11, false)).await;
+        assert!(close, "{text}");
     }
 
     #[tokio::test]

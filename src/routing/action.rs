@@ -1,11 +1,13 @@
-//! A step's `action`, compiled: where the request goes (`pass`) or the answer it gets
-//! (`return`, with `location`), plus the `rewrite` applied before it and the
+//! A step's `action`, compiled: where the request goes (`pass`), the answer it gets
+//! (`return`, with `location`) or the files it is served from (`share`, with its
+//! `fallback` action), plus the `rewrite` applied before it and the
 //! `response_headers` applied to the response it produces.
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use super::encoding::{decode_name, encode_complex_uri};
+use super::share::Share;
 use super::variables::{Template, Values};
 use super::{CompileError, Names};
 
@@ -46,6 +48,11 @@ pub enum Kind {
     Return {
         status: u16,
         location: Option<Location>,
+    },
+    Share {
+        share: Box<Share>,
+        /// Taken when no share path serves the request.
+        fallback: Option<Box<Action>>,
     },
 }
 
@@ -109,9 +116,25 @@ impl Action {
                 .as_str()
                 .ok_or_else(|| CompileError::new(format!("{at}/pass"), "must be a string"))?;
             Kind::Pass(Pass::compile(text, names, &format!("{at}/pass"))?)
+        } else if value.get("share").is_some() {
+            let fallback = match value.get("fallback") {
+                Some(fallback) => Some(Box::new(Action::compile(
+                    fallback,
+                    names,
+                    &format!("{at}/fallback"),
+                )?)),
+                None => None,
+            };
+            Kind::Share {
+                share: Box::new(Share::compile(value, at)?),
+                fallback,
+            }
         } else {
-            // `share` and `proxy` were refused by validation (`config::unsupported`).
-            return Err(CompileError::new(at, "must have \"pass\" or \"return\""));
+            // `proxy` was refused by validation (`config::unsupported`).
+            return Err(CompileError::new(
+                at,
+                "must have \"pass\", \"return\" or \"share\"",
+            ));
         };
         Ok(Action {
             kind,

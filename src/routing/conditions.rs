@@ -165,7 +165,8 @@ fn every<'a>(values: impl Iterator<Item = &'a [u8]>, rule: &Rule) -> bool {
     any
 }
 
-fn rule(value: &Value, flavor: Flavor, at: &str) -> Result<Rule, CompileError> {
+/// One pattern or an array of them, as one rule (also a `share`'s `types`).
+pub(super) fn rule(value: &Value, flavor: Flavor, at: &str) -> Result<Rule, CompileError> {
     let one = |text: &Value, at: &str| -> Result<Pattern, CompileError> {
         let text = text
             .as_str()

@@ -5,7 +5,7 @@
 //! with 500.
 //!
 //! `pattern` and `address` own the matching rules, `conditions` a step's `match`,
-//! `action` its `action`, `variables` Unit's `$name` strings, `request` the parts of a
+//! `action` its `action`, `share` a `share` action's paths and options, `variables` Unit's `$name` strings, `request` the parts of a
 //! request those read, `encoding` the URI encodings.
 
 pub mod action;
@@ -14,6 +14,7 @@ pub mod conditions;
 pub mod encoding;
 pub mod pattern;
 pub mod request;
+pub mod share;
 pub mod variables;
 
 use std::collections::HashMap;
@@ -25,7 +26,9 @@ use thiserror::Error;
 use self::action::{Action, Kind, Pass};
 use self::conditions::Conditions;
 use self::request::RequestInfo;
+use self::share::ShareOutcome;
 use crate::http::{self, Response, ResponseBody};
+use crate::static_files::MimeTypes;
 
 /// Unit runs at most this many actions for one request (`nxt_http_request_action`), so
 /// a pass loop ends with 500.
@@ -96,6 +99,8 @@ pub struct Router {
     routes: Box<[Route]>,
     names: Names,
     log_route: bool,
+    /// The MIME types `share` actions answer with.
+    mime: MimeTypes,
 }
 
 impl Router {
@@ -150,10 +155,17 @@ impl Router {
             .pointer("/settings/http/log_route")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let mime = MimeTypes::new(tree.pointer("/settings/http/static/mime_types")).map_err(
+            |e| match e.split_once(": ") {
+                Some((path, message)) => CompileError::new(path, message),
+                None => CompileError::new("settings/http/static/mime_types", e),
+            },
+        )?;
         Ok(Router {
             routes: routes.into_boxed_slice(),
             names,
             log_route,
+            mime,
         })
     }
 
@@ -237,33 +249,48 @@ impl Router {
                 Pass::Route(index) => *index,
                 Pass::Dynamic(_) => return Outcome::Respond(http::error_response(500)),
             };
-            let Some(action) = self.find(route, request) else {
+            let Some(mut action) = self.find(route, request) else {
                 return Outcome::Respond(http::error_response(404));
             };
-            *acted = Some(action);
-            if let Some(rewrite) = &action.rewrite {
-                let uri = rewrite.render(&*request);
-                if let Err(e) = request.rewrite(&uri) {
-                    // Unit ends such a request with 500.
-                    tracing::info!(
-                        "rewrite to \"{}\" failed: {e}; answering 500",
-                        String::from_utf8_lossy(&uri)
-                    );
-                    return Outcome::Respond(http::error_response(500));
+            // The step's action, then each `fallback` a share falls back to.
+            pass = loop {
+                *acted = Some(action);
+                if let Some(rewrite) = &action.rewrite {
+                    let uri = rewrite.render(&*request);
+                    if let Err(e) = request.rewrite(&uri) {
+                        // Unit ends such a request with 500.
+                        tracing::info!(
+                            "rewrite to \"{}\" failed: {e}; answering 500",
+                            String::from_utf8_lossy(&uri)
+                        );
+                        return Outcome::Respond(http::error_response(500));
+                    }
+                    if self.log_route {
+                        tracing::info!(
+                            "URI rewritten to \"{}\"",
+                            String::from_utf8_lossy(request.path())
+                        );
+                    }
                 }
-                if self.log_route {
-                    tracing::info!(
-                        "URI rewritten to \"{}\"",
-                        String::from_utf8_lossy(request.path())
-                    );
+                match &action.kind {
+                    Kind::Return { status, .. } => {
+                        return Outcome::Respond(answer(*status, action, request));
+                    }
+                    Kind::Pass(next) => break next,
+                    Kind::Share { share, fallback } => match share.serve(request, &self.mime) {
+                        ShareOutcome::Respond(response) => return Outcome::Respond(response),
+                        ShareOutcome::Miss(status) => match fallback {
+                            Some(fallback) => {
+                                if self.log_route {
+                                    tracing::info!("\"fallback\" taken");
+                                }
+                                action = fallback;
+                            }
+                            None => return Outcome::Respond(http::error_response(status)),
+                        },
+                    },
                 }
-            }
-            match &action.kind {
-                Kind::Return { status, .. } => {
-                    return Outcome::Respond(answer(*status, action, request));
-                }
-                Kind::Pass(next) => pass = next,
-            }
+            };
         }
         tracing::error!("a request passed through more than {MAX_PASSES} actions; answering 500");
         Outcome::Respond(http::error_response(500))
@@ -361,10 +388,15 @@ mod tests {
         let bad = json!({"routes": [{"action": {"pass": "applications/nope"}}]});
         let error = Router::compile(&bad, &["a"]).expect_err("dangling");
         assert_eq!(error.path, "routes/0/action/pass");
-        let share = json!({"routes": [{"action": {"share": "/srv"}}]});
+        let share = json!({"routes": [{"action": {"share": "/srv$nope"}}]});
         assert_eq!(
             Router::compile(&share, &[]).expect_err("share").path,
-            "routes/0/action"
+            "routes/0/action/share"
+        );
+        let fallback = json!({"routes": [{"action": {"share": "/srv", "fallback": {"pass": "applications/x"}}}]});
+        assert_eq!(
+            Router::compile(&fallback, &[]).expect_err("fallback").path,
+            "routes/0/action/fallback/pass"
         );
         let var = json!({"routes": [{"action": {"return": 301, "location": "$nope"}}]});
         assert_eq!(
