@@ -32,4 +32,5 @@ mod resources;
 mod routing;
 mod serving;
 mod status;
+mod tls;
 mod uris;

@@ -43,4 +43,8 @@ impl Handler for ListenerHandler {
         let published = self.published.load();
         async move { published.running.serve(&self.address, request).await }
     }
+
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.published.load().running.tls(&self.address).cloned()
+    }
 }

@@ -5,7 +5,7 @@
 //! `Plan` it compiles to, `store` its durable history, `controller` the one path by which
 //! it changes, `generation` what runs (`application`: each app in it), `dispatch` what
 //! requests are served by, `routing` where requests go, `access_log` the record of them,
-//! `runtime` the Wasm engine and guests, `listeners` and `http` the data plane, `control`
+//! `runtime` the Wasm engine and guests, `listeners` and `http` the data plane (`tls`: its TLS and the certificate bundles), `control`
 //! the API, `status` the counters (`counter`: how they are kept), `watch` the module files
 //! that swap themselves in, `error` the errors of a change. `docs/architecture.md` has
 //! the map.
@@ -26,4 +26,5 @@ pub mod runtime;
 pub mod sockets;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod watch;

@@ -126,8 +126,7 @@ impl Conditions {
 
     pub fn hold(&self, request: &RequestInfo) -> bool {
         self.tests.iter().all(|test| match test {
-            // Wharf serves plain HTTP only.
-            Test::Scheme { https } => !https,
+            Test::Scheme { https } => *https == request.tls,
             Test::Host(rule) => rule.test(request.host()),
             Test::Uri(rule) => rule.test(request.path()),
             Test::Method(rule) => rule.test(&request.method),

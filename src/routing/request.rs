@@ -121,6 +121,7 @@ impl RequestInfo {
             host: request.host.clone(),
             remote: request.remote,
             local: request.local,
+            tls: request.tls,
             body: std::mem::replace(&mut request.body, RequestBody::empty()),
         }
     }
@@ -202,6 +203,10 @@ impl RequestInfo {
             }
             Var::Host => {
                 out.extend_from_slice(self.host());
+                true
+            }
+            Var::Scheme => {
+                out.extend_from_slice(if self.tls { b"https" } else { b"http" });
                 true
             }
             Var::RemoteAddr => {

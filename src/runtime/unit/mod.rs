@@ -181,6 +181,7 @@ async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()
         host,
         remote,
         local,
+        tls,
         mut body,
     } = request;
     // Unit's quirk: a plain target's path keeps its `?query`.
@@ -216,7 +217,7 @@ async fn run(instance: &mut UnitInstance, request: Request) -> anyhow::Result<()
         server_name,
         headers: &headers,
         content_len: source.len(),
-        tls: false,
+        tls,
     };
     instance.serve(&head, &mut source).await?;
     Ok(())
