@@ -222,6 +222,11 @@ fn certificates_are_uploaded_described_and_deleted_like_unit() {
     );
     assert_eq!(server.get("/certificates/a").json(), *a);
     assert_eq!(
+        server.get("/").json()["certificates"],
+        all,
+        "GET / lists them, as Unit"
+    );
+    assert_eq!(
         server
             .get("/certificates/a/chain/0/subject/alt_names/1")
             .json(),

@@ -84,7 +84,9 @@ fn root(request: &Request, state: &ControlState) -> Reply {
     }
     let current = state.controller.current();
     let status = status::report(&state.stats, &current.running);
-    Reply::ok(json!({"config": current.tree, "status": status})).with_generation(current.number)
+    let certificates = state.controller.certificates().describe();
+    Reply::ok(json!({"certificates": certificates, "config": current.tree, "status": status}))
+        .with_generation(current.number)
 }
 
 async fn config(
