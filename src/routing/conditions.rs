@@ -291,6 +291,11 @@ mod tests {
         assert!(holds(json!({"query": "a=x y*"}), &r));
         assert!(holds(json!({"scheme": "http"}), &r));
         assert!(!holds(json!({"scheme": "https"}), &r));
+        let mut tls = Request::for_test("/", &[]);
+        tls.tls = true;
+        let tls = RequestInfo::new(tls);
+        assert!(holds(json!({"scheme": "HTTPS"}), &tls));
+        assert!(!holds(json!({"scheme": "http"}), &tls));
         assert!(holds(
             json!({"source": "127.0.0.0/8", "destination": "*:8080"}),
             &r

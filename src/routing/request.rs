@@ -505,5 +505,11 @@ mod tests {
         assert_eq!(render(Var::Status), "000");
         assert_eq!(render(Var::RequestId).len(), 32);
         assert_eq!(render(Var::TimeLocal).len(), 26);
+        assert_eq!(render(Var::Scheme), "http");
+        let mut tls = Request::for_test("/", &[]);
+        tls.tls = true;
+        let mut out = Vec::new();
+        RequestInfo::new(tls).write(&Var::Scheme, &mut out);
+        assert_eq!(out, b"https");
     }
 }
