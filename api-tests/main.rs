@@ -35,4 +35,5 @@ mod routing;
 mod serving;
 mod static_files;
 mod status;
+mod tls;
 mod uris;

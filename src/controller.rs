@@ -18,12 +18,13 @@ use crate::config::edit::identical;
 use crate::config::model::{AppSpec, Plan};
 use crate::config::validate::ConfigValidator;
 use crate::dispatch::{ListenerHandler, Published};
-use crate::error::{ChangeError, RestartError};
+use crate::error::{CertificateError, ChangeError, RestartError};
 use crate::generation::Generation;
 use crate::http::Settings;
 use crate::listeners::{Listeners, Prepared};
 use crate::runtime::Runtime;
 use crate::store::{HistoryEntry, Store, StoredGeneration};
+use crate::tls::{Bundle, Certificates, Sessions};
 
 /// The tree a fresh state dir starts on, and the one Wharf falls back to.
 pub fn default_tree() -> Value {
@@ -70,6 +71,10 @@ pub struct Controller {
     runtime: Arc<Runtime>,
     listeners: Listeners,
     settings: Arc<ArcSwap<Settings>>,
+    /// The uploaded bundles; replaced whole, under the change lock.
+    certificates: ArcSwap<Certificates>,
+    /// TLS session caches and ticket keys, kept across changes.
+    sessions: Sessions,
 }
 
 impl Controller {
@@ -94,7 +99,10 @@ impl Controller {
             runtime,
             listeners,
             settings: Arc::new(ArcSwap::from_pointee(Settings::default())),
+            certificates: ArcSwap::from_pointee(Certificates::default()),
+            sessions: Sessions::default(),
         };
+        controller.restore_certificates()?;
         let Some(stored) = controller.store.latest()? else {
             tracing::info!("fresh state dir: starting on the default configuration");
             return Ok(controller);
@@ -126,12 +134,83 @@ impl Controller {
         Ok(controller)
     }
 
+    /// Loads the stored bundles, before the config that names them. One that no longer
+    /// parses is left out (and kept in the store), with an error in the log.
+    fn restore_certificates(&self) -> anyhow::Result<()> {
+        let mut certificates = Certificates::default();
+        for (name, pem) in self.store.certificates()? {
+            match Bundle::parse(&pem) {
+                Ok(bundle) => certificates = certificates.with(&name, Arc::new(bundle)),
+                Err(e) => {
+                    tracing::error!(certificate = %name, "a stored bundle no longer loads: {e}")
+                }
+            }
+        }
+        self.certificates.store(Arc::new(certificates));
+        Ok(())
+    }
+
+    /// The uploaded bundles.
+    pub fn certificates(&self) -> Arc<Certificates> {
+        self.certificates.load_full()
+    }
+
+    /// Checks and durably stores a new bundle `name`; Unit never overwrites one.
+    pub async fn upload_certificate(
+        &self,
+        name: &str,
+        pem: Vec<u8>,
+    ) -> Result<(), CertificateError> {
+        let bundle = Bundle::parse(&pem)?;
+        let _turn = self.changes.lock().await;
+        let current = self.certificates();
+        if current.contains(name) {
+            return Err(CertificateError::Exists(name.to_owned()));
+        }
+        let store = self.store.clone();
+        let key = name.to_owned();
+        tokio::task::spawn_blocking(move || store.put_certificate(&key, &pem))
+            .await
+            .map_err(|e| CertificateError::Store(anyhow::anyhow!("the store task failed: {e}")))?
+            .map_err(CertificateError::Store)?;
+        self.certificates
+            .store(Arc::new(current.with(name, Arc::new(bundle))));
+        tracing::info!(certificate = name, "certificate bundle uploaded");
+        Ok(())
+    }
+
+    /// Removes the bundle `name`, unless a listener of the current config names it.
+    pub async fn delete_certificate(&self, name: &str) -> Result<(), CertificateError> {
+        let _turn = self.changes.lock().await;
+        let current = self.certificates();
+        if !current.contains(name) {
+            return Err(CertificateError::NotFound(name.to_owned()));
+        }
+        if self.current().running.uses_certificate(name) {
+            return Err(CertificateError::InUse(name.to_owned()));
+        }
+        let store = self.store.clone();
+        let key = name.to_owned();
+        tokio::task::spawn_blocking(move || store.delete_certificate(&key))
+            .await
+            .map_err(|e| CertificateError::Store(anyhow::anyhow!("the store task failed: {e}")))?
+            .map_err(CertificateError::Store)?;
+        self.certificates.store(Arc::new(current.without(name)));
+        tracing::info!(certificate = name, "certificate bundle deleted");
+        Ok(())
+    }
+
+    /// Validates and compiles `tree` against the uploaded bundles.
+    fn validate(&self, tree: &Value) -> Result<Plan, crate::config::validate::InvalidConfig> {
+        self.validator
+            .validate(tree, &self.certificates.load(), &self.sessions)
+    }
+
     /// Parses, validates, builds and publishes a stored generation; the error is the
     /// reason it failed.
     async fn load(&self, stored: &StoredGeneration) -> Result<(), String> {
         let tree = dialect::parse(&stored.tree).map_err(|e| format!("invalid JSON: {e}"))?;
         let plan = self
-            .validator
             .validate(&tree)
             .map_err(|e| format!("invalid configuration: {e}"))?;
         let running = Generation::build(&plan, &self.runtime, None)
@@ -223,7 +302,7 @@ impl Controller {
         }
         let mut tree = current.tree.clone();
         edit(&mut tree)?;
-        let plan = self.validator.validate(&tree)?;
+        let plan = self.validate(&tree)?;
         let running = Generation::build(&plan, &self.runtime, Some(&current.running)).await?;
         if if_unchanged == IfUnchanged::Skip && identical(&tree, &current.tree) {
             if !running.same_applications(&current.running) {

@@ -58,4 +58,8 @@ impl Handler for ListenerHandler {
             }
         }
     }
+
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.published.load().running.tls(&self.address).cloned()
+    }
 }

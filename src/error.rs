@@ -1,4 +1,4 @@
-//! The errors of a change and of a restart, which the control API turns into replies.
+//! The errors of a change, of a restart and of a certificate upload or deletion, which the control API turns into replies.
 //! A leaf: every layer that can fail a change (config, listeners, applications,
 //! generations) names these without importing the others.
 
@@ -6,6 +6,7 @@ use thiserror::Error;
 
 use crate::config::edit::EditError;
 use crate::config::validate::InvalidConfig;
+use crate::tls::BundleError;
 
 /// A valid config that cannot be run (a module that does not load, an address that
 /// cannot be bound, a file that cannot be opened); what runs stays as it was.
@@ -35,4 +36,20 @@ pub enum RestartError {
     UnknownApplication(String),
     #[error("{0}")]
     Failed(#[from] ApplyError),
+}
+
+/// Why a certificate bundle was not uploaded or deleted; the stored bundles stay as
+/// they were.
+#[derive(Debug, Error)]
+pub enum CertificateError {
+    #[error("{0}")]
+    Invalid(#[from] BundleError),
+    #[error("a certificate bundle named \"{0}\" already exists; delete it first")]
+    Exists(String),
+    #[error("there is no certificate bundle named \"{0}\"")]
+    NotFound(String),
+    #[error("the certificate bundle \"{0}\" is named by a listener's \"tls\"")]
+    InUse(String),
+    #[error("failed to store the certificate bundle: {0:#}")]
+    Store(anyhow::Error),
 }

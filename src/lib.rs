@@ -4,8 +4,9 @@
 //! `main.rs` only wires these together: `config` owns the tree, its rules and the typed
 //! `Plan` it compiles to, `store` its durable history, `controller` the one path by which
 //! it changes, `generation` what runs (`application`: each app in it), `dispatch` what
-//! requests are served by, `routing` where requests go, `static_files` the files `share` serves, `access_log` the record of them,
-//! `runtime` the Wasm engine and guests, `listeners` and `http` the data plane, `control`
+//! requests are served by, `routing` where requests go, `static_files` the files `share`
+//! serves, `access_log` the record of them, `runtime` the Wasm engine and guests,
+//! `listeners` and `http` the data plane (`tls`: its TLS and the certificate bundles), `control`
 //! the API, `status` the counters (`counter`: how they are kept), `watch` the module files
 //! that swap themselves in, `error` the errors of a change. `docs/architecture.md` has
 //! the map.
@@ -30,4 +31,5 @@ pub mod sockets;
 pub mod static_files;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod watch;

@@ -1,12 +1,16 @@
 //! Durable state in sled under the state dir: the committed config of every kept
-//! generation with what made it, and the records set aside at startup because they no
-//! longer load.
+//! generation with what made it, the uploaded certificate bundles (`/certificates`),
+//! and the records set aside at startup because they no longer load.
 //!
 //! A commit writes the new generation's entry and tree, and drops the generations that
 //! fall out of the history window, in one sled batch, then flushes to disk before it
 //! returns: a crash at any instant leaves either the previous generation or the new one as
 //! the latest, never a mix, and an acknowledged change is never lost. The latest
-//! generation is simply the highest one stored.
+//! generation is simply the highest one stored. A bundle is one sled entry, written or
+//! removed and flushed before the API answers: a crash leaves it whole or absent.
+//!
+//! Bundles hold private keys, so the database directory and its files are made
+//! readable by the server's user only (0700 and 0600), whatever the umask.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -21,6 +25,7 @@ pub const HISTORY_LEN: u64 = 100;
 const ENTRY: &[u8] = b"entry/";
 const TREE: &[u8] = b"tree/";
 const QUARANTINE: &[u8] = b"quarantine/";
+const CERTIFICATE: &[u8] = b"certificate/";
 
 /// What made a generation: the request (or startup step) that committed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +57,43 @@ impl Store {
             .cache_capacity(16 * 1024 * 1024)
             .open()
             .with_context(|| format!("failed to open the state database `{}`", path.display()))?;
+        owner_only(&path)
+            .with_context(|| format!("failed to restrict the modes of `{}`", path.display()))?;
         Ok(Self { db })
+    }
+
+    /// Durably stores the PEM bundle `name` (a new one: uploads never overwrite).
+    pub fn put_certificate(&self, name: &str, pem: &[u8]) -> anyhow::Result<()> {
+        self.db
+            .insert([CERTIFICATE, name.as_bytes()].concat(), pem)
+            .context("failed to write the certificate bundle")?;
+        self.db
+            .flush()
+            .context("failed to flush the certificate bundle to disk")?;
+        Ok(())
+    }
+
+    /// Durably removes the bundle `name`.
+    pub fn delete_certificate(&self, name: &str) -> anyhow::Result<()> {
+        self.db
+            .remove([CERTIFICATE, name.as_bytes()].concat())
+            .context("failed to remove the certificate bundle")?;
+        self.db
+            .flush()
+            .context("failed to flush the removal to disk")?;
+        Ok(())
+    }
+
+    /// Every stored bundle, by name.
+    pub fn certificates(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        self.db
+            .scan_prefix(CERTIFICATE)
+            .map(|item| {
+                let (key, pem) = item?;
+                let name = String::from_utf8_lossy(&key[CERTIFICATE.len()..]).into_owned();
+                Ok((name, pem.to_vec()))
+            })
+            .collect()
     }
 
     /// The most recently committed generation, if any was ever committed.
@@ -163,6 +204,22 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// The database directory 0700 and every file in it 0600.
+fn owner_only(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let mode = if entry.file_type()?.is_dir() {
+            0o700
+        } else {
+            0o600
+        };
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 fn key(prefix: &[u8], generation: u64) -> Vec<u8> {

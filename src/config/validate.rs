@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use super::model::Plan;
 use super::{constraints, references, unsupported};
+use crate::tls::{Certificates, Sessions};
 
 /// The schema of the whole config, the single source of truth for its shape.
 pub const SCHEMA: &str = include_str!("../../schema/config.schema.json");
@@ -41,8 +42,14 @@ impl ConfigValidator {
         Ok(Self { schema, validator })
     }
 
-    /// Validates a whole tree (shape, constraints, references, support) and compiles it.
-    pub fn validate(&self, tree: &Value) -> Result<Plan, InvalidConfig> {
+    /// Validates a whole tree (shape, constraints, references, support) and compiles it,
+    /// TLS listeners against the uploaded `certificates`.
+    pub fn validate(
+        &self,
+        tree: &Value,
+        certificates: &Certificates,
+        sessions: &Sessions,
+    ) -> Result<Plan, InvalidConfig> {
         if let Some(error) = self.validator.iter_errors(tree).next() {
             return Err(InvalidConfig {
                 detail: self.describe(&error),
@@ -51,7 +58,7 @@ impl ConfigValidator {
         constraints::check(tree)
             .and_then(|()| references::check(tree))
             .and_then(|()| unsupported::check(tree))
-            .and_then(|()| Plan::compile(tree).map_err(|e| e.to_string()))
+            .and_then(|()| Plan::compile(tree, certificates, sessions).map_err(|e| e.to_string()))
             .map_err(|detail| InvalidConfig { detail })
     }
 
@@ -179,7 +186,7 @@ mod tests {
 
     fn detail(tree: Value) -> String {
         let validator = ConfigValidator::new().expect("schema compiles");
-        match validator.validate(&tree) {
+        match validator.validate(&tree, &Certificates::default(), &Sessions::default()) {
             Ok(_) => panic!("must be invalid"),
             Err(e) => e.detail,
         }
@@ -189,7 +196,11 @@ mod tests {
     fn accepts_the_default_and_the_design_example() {
         let validator = ConfigValidator::new().expect("schema compiles");
         let default = json!({"listeners": {}, "routes": [], "applications": {}});
-        assert!(validator.validate(&default).is_ok());
+        assert!(
+            validator
+                .validate(&default, &Certificates::default(), &Sessions::default())
+                .is_ok()
+        );
         let example = json!({
             "listeners": {"*:8080": {"pass": "routes"}},
             "routes": [
@@ -209,7 +220,11 @@ mod tests {
                 "hello": {"type": "wasm-wasi-component", "component": "/srv/hello.wasm"}
             }
         });
-        assert!(validator.validate(&example).is_ok());
+        assert!(
+            validator
+                .validate(&example, &Certificates::default(), &Sessions::default())
+                .is_ok()
+        );
     }
 
     #[test]

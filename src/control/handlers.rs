@@ -1,4 +1,5 @@
-//! The control API's URIs: `/`, `/config`, `/status`, `/control`, and Wharf's `/history`.
+//! The control API's URIs: `/`, `/config`, `/certificates`, `/status`, `/control`, and
+//! Wharf's `/history`.
 //!
 //! One entry point normalises the path as Unit does and dispatches on its first segment;
 //! each area then owns its methods and its own error titles.
@@ -13,7 +14,7 @@ use crate::config::path::{self, array_index};
 use crate::config::{dialect, edit};
 use crate::controller::{ChangeOrigin, Controller, Precondition};
 use crate::dispatch::Published;
-use crate::error::{ChangeError, RestartError};
+use crate::error::{CertificateError, ChangeError, RestartError};
 use crate::http::{ConnectionStats, Request};
 use crate::status;
 
@@ -69,6 +70,7 @@ pub async fn dispatch(mut request: Request, state: &ControlState) -> Reply {
             // Every /config answer says which generation it was made against.
             reply.or_generation(state.controller.current().number)
         }
+        Some((&"certificates", rest)) => certificates(&mut request, state, rest).await,
         Some((&"status", rest)) => status(&request, state, rest),
         Some((&"control", rest)) => control(&request, state, rest).await,
         Some((&"history", rest)) => history(&request, state, rest).await,
@@ -82,7 +84,9 @@ fn root(request: &Request, state: &ControlState) -> Reply {
     }
     let current = state.controller.current();
     let status = status::report(&state.stats, &current.running);
-    Reply::ok(json!({"config": current.tree, "status": status})).with_generation(current.number)
+    let certificates = state.controller.certificates().describe();
+    Reply::ok(json!({"certificates": certificates, "config": current.tree, "status": status}))
+        .with_generation(current.number)
 }
 
 async fn config(
@@ -134,6 +138,61 @@ async fn config(
         })
         .await;
     change_reply(result)
+}
+
+/// `/certificates`: `GET` describes (any sub-path, as in `/config`), `PUT` uploads a PEM
+/// bundle as the raw body, `DELETE` removes one no listener names.
+async fn certificates(request: &mut Request, state: &ControlState, rest: &[&str]) -> Reply {
+    let node_path = match path::decode(rest) {
+        Ok(p) => p,
+        Err(e) => return Reply::error_with(StatusCode::NOT_FOUND, reply::NOT_FOUND, e.to_string()),
+    };
+    let controller = &state.controller;
+    match (Method::of(request), node_path.as_slice()) {
+        (Method::Get, []) => Reply::ok(controller.certificates().describe()),
+        (Method::Get, [name, rest @ ..]) => {
+            let certificates = controller.certificates();
+            let Some(bundle) = certificates.get(name) else {
+                return Reply::error(StatusCode::NOT_FOUND, reply::CERT_NOT_FOUND);
+            };
+            match edit::get(bundle.description(), rest) {
+                Some(value) => Reply::ok(value.clone()),
+                None => Reply::not_found(),
+            }
+        }
+        (Method::Put, [name]) => {
+            let pem = match body::read(&mut request.body).await {
+                Ok(body) => body,
+                Err(reply) => return reply,
+            };
+            match controller.upload_certificate(name, pem.to_vec()).await {
+                Ok(()) => Reply::success(reply::CERT_UPLOADED),
+                Err(e) => certificate_error(&e),
+            }
+        }
+        (Method::Delete, [name]) => match controller.delete_certificate(name).await {
+            Ok(()) => Reply::success(reply::CERT_DELETED),
+            Err(e) => certificate_error(&e),
+        },
+        (Method::Put | Method::Delete, _) => {
+            Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::METHOD_NOT_ALLOWED)
+        }
+        _ => Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::INVALID_METHOD),
+    }
+}
+
+fn certificate_error(error: &CertificateError) -> Reply {
+    let (status, title) = match error {
+        CertificateError::Invalid(_) => (StatusCode::BAD_REQUEST, reply::CERT_INVALID),
+        CertificateError::Exists(_) => (StatusCode::BAD_REQUEST, reply::CERT_EXISTS),
+        CertificateError::NotFound(_) => (StatusCode::NOT_FOUND, reply::CERT_NOT_FOUND),
+        CertificateError::InUse(_) => (StatusCode::BAD_REQUEST, reply::CERT_IN_USE),
+        CertificateError::Store(e) => {
+            tracing::error!("storing a certificate failed: {e:#}");
+            (StatusCode::INTERNAL_SERVER_ERROR, reply::CERT_STORE_FAILED)
+        }
+    };
+    Reply::error_with(status, title, error.to_string())
 }
 
 fn status(request: &Request, state: &ControlState, rest: &[&str]) -> Reply {

@@ -38,6 +38,13 @@ pub const HEAD_TIMEOUT: &str = "Request timed out.";
 pub const HEAD_TOO_LARGE: &str = "Request header is too large.";
 pub const INTERNAL_ERROR: &str = "Internal error.";
 pub const SUCCESS: &str = "Reconfiguration done.";
+pub const CERT_UPLOADED: &str = "Certificate chain uploaded.";
+pub const CERT_DELETED: &str = "Certificate deleted.";
+pub const CERT_INVALID: &str = "Invalid certificate.";
+pub const CERT_EXISTS: &str = "Certificate already exists.";
+pub const CERT_NOT_FOUND: &str = "Certificate doesn't exist.";
+pub const CERT_IN_USE: &str = "Certificate is used in the configuration.";
+pub const CERT_STORE_FAILED: &str = "Failed to store certificate.";
 
 /// A response under construction; `ETag` is added where the generation is known.
 pub struct Reply {

@@ -9,6 +9,7 @@
 
 mod serve;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::access_log::AccessLog;
@@ -17,6 +18,7 @@ use crate::config::model::Plan;
 use crate::error::ApplyError;
 use crate::routing::{ListenerPasses, Router};
 use crate::runtime::{InstanceCounts, Runtime};
+use crate::tls::TlsListener;
 
 pub struct Generation {
     /// Applications in config order; passes refer to them by index.
@@ -25,6 +27,8 @@ pub struct Generation {
     listeners: Arc<ListenerPasses>,
     router: Arc<Router>,
     access_log: Option<Arc<AccessLog>>,
+    /// The TLS of each TLS listener, by address: what its next handshake uses.
+    tls: Arc<HashMap<String, TlsListener>>,
 }
 
 impl Generation {
@@ -35,6 +39,7 @@ impl Generation {
             listeners: Arc::default(),
             router: Arc::default(),
             access_log: None,
+            tls: Arc::default(),
         }
     }
 
@@ -68,6 +73,12 @@ impl Generation {
             listeners: Arc::clone(&plan.passes),
             router: Arc::clone(&plan.router),
             access_log,
+            tls: Arc::new(
+                plan.listeners
+                    .iter()
+                    .filter_map(|l| Some((l.address.clone(), l.tls.clone()?)))
+                    .collect(),
+            ),
         })
     }
 
@@ -87,6 +98,7 @@ impl Generation {
             listeners: Arc::clone(&self.listeners),
             router: Arc::clone(&self.router),
             access_log: self.access_log.clone(),
+            tls: Arc::clone(&self.tls),
         }
     }
 
@@ -98,6 +110,18 @@ impl Generation {
                 .iter()
                 .zip(&other.applications)
                 .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
+    }
+
+    /// The rustls config of the listener `address`, if it is a TLS listener.
+    pub fn tls(&self, address: &str) -> Option<&Arc<rustls::ServerConfig>> {
+        self.tls.get(address).map(|l| &l.config)
+    }
+
+    /// Whether some listener names the bundle `name`.
+    pub fn uses_certificate(&self, name: &str) -> bool {
+        self.tls
+            .values()
+            .any(|l| l.certificates.iter().any(|c| c == name))
     }
 
     /// Opens the access log file again (`SIGUSR1`, after rotation).

@@ -49,6 +49,8 @@ pub struct ConnectionInfo {
     pub remote: Option<SocketAddr>,
     /// The local address; `None` on a Unix socket.
     pub local: Option<SocketAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
 }
 
 /// Serves one accepted connection, given as its two halves, until it closes.
@@ -477,7 +479,7 @@ where
         };
         let (mut body, request_body, go) =
             BodyState::new(&checked.semantics, settings.max_body_size);
-        let request = Request::new(
+        let mut request = Request::new(
             checked.method,
             checked.target,
             checked.version,
@@ -486,6 +488,7 @@ where
             self.info.local,
             request_body,
         );
+        request.tls = self.info.tls;
         let context = ResponseContext {
             version: Some(version),
             head_request,

@@ -40,6 +40,9 @@ pub trait SendFile {
     }
 }
 
+/// TLS encrypts in user space (no kernel TLS here): file bytes go through the copy.
+impl<S> SendFile for tokio::io::WriteHalf<tokio_rustls::server::TlsStream<S>> {}
+
 impl SendFile for tokio::net::tcp::WriteHalf<'_> {
     fn poll_send_file(
         &mut self,

@@ -32,6 +32,7 @@ mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub struct Request {
     pub remote: Option<SocketAddr>,
     /// The local address the connection arrived on; `None` on a Unix socket.
     pub local: Option<SocketAddr>,
+    /// Whether the connection is TLS (`$scheme` is `https`).
+    pub tls: bool,
     /// The body, streamed from the connection as the handler reads it.
     pub body: RequestBody,
 }
@@ -93,6 +96,7 @@ impl Request {
             host,
             remote,
             local,
+            tls: false,
             body,
         }
     }
@@ -226,6 +230,12 @@ pub trait Handler: Send + Sync + 'static {
     /// handler renders its errors otherwise.
     fn refusal(&self, status: u16) -> Response {
         error_response(status)
+    }
+
+    /// The TLS config a new connection's handshake uses, read per connection so that a
+    /// changed certificate applies to the next handshake; `None` serves plain HTTP.
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        None
     }
 }
 

@@ -1,5 +1,5 @@
 //! Accepting connections: the accept loop of a bound socket, one task per connection
-//! (served by `conn`), until shutdown.
+//! (served by `conn`, after the TLS handshake on a TLS listener), until shutdown.
 
 use std::io;
 use std::net::SocketAddr;
@@ -98,6 +98,13 @@ fn spawn_connection<H: Handler>(
     let stats = Arc::clone(stats);
     stats.accepted.increment();
     stats.active.increment();
+    if let Some(tls) = handler.tls() {
+        tokio::spawn(async move {
+            serve_tls(connection, tls, &*handler, &settings, &stats, shutdown).await;
+            stats.closed();
+        });
+        return;
+    }
     match connection {
         Accepted::Tcp(mut stream, remote) => {
             if let Err(e) = stream.set_nodelay(true) {
@@ -106,6 +113,7 @@ fn spawn_connection<H: Handler>(
             let info = ConnectionInfo {
                 remote: Some(remote),
                 local: stream.local_addr().ok(),
+                tls: false,
             };
             tokio::spawn(async move {
                 let (reader, writer) = stream.split();
@@ -122,6 +130,45 @@ fn spawn_connection<H: Handler>(
                     .await;
                 stats.closed();
             });
+        }
+    }
+}
+
+/// A connection of a TLS listener: the handshake (bounded by `header_read_timeout`),
+/// then the same connection state machine over the decrypted stream.
+async fn serve_tls<H: Handler>(
+    connection: Accepted,
+    tls: Arc<rustls::ServerConfig>,
+    handler: &H,
+    settings: &Settings,
+    stats: &ConnectionStats,
+    shutdown: watch::Receiver<bool>,
+) {
+    let limit = settings.header_read_timeout;
+    match connection {
+        Accepted::Tcp(stream, remote) => {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+            let info = ConnectionInfo {
+                remote: Some(remote),
+                local: stream.local_addr().ok(),
+                tls: true,
+            };
+            if let Some(stream) = crate::tls::handshake(tls, stream, limit).await {
+                let (reader, writer) = tokio::io::split(stream);
+                serve_connection(reader, writer, info, handler, settings, stats, shutdown).await;
+            }
+        }
+        Accepted::Unix(stream) => {
+            let info = ConnectionInfo {
+                tls: true,
+                ..ConnectionInfo::default()
+            };
+            if let Some(stream) = crate::tls::handshake(tls, stream, limit).await {
+                let (reader, writer) = tokio::io::split(stream);
+                serve_connection(reader, writer, info, handler, settings, stats, shutdown).await;
+            }
         }
     }
 }

@@ -126,8 +126,7 @@ impl Conditions {
 
     pub fn hold(&self, request: &RequestInfo) -> bool {
         self.tests.iter().all(|test| match test {
-            // Wharf serves plain HTTP only.
-            Test::Scheme { https } => !https,
+            Test::Scheme { https } => *https == request.tls,
             Test::Host(rule) => rule.test(request.host()),
             Test::Uri(rule) => rule.test(request.path()),
             Test::Method(rule) => rule.test(&request.method),
@@ -293,6 +292,11 @@ mod tests {
         assert!(holds(json!({"query": "a=x y*"}), &r));
         assert!(holds(json!({"scheme": "http"}), &r));
         assert!(!holds(json!({"scheme": "https"}), &r));
+        let mut tls = Request::for_test("/", &[]);
+        tls.tls = true;
+        let tls = RequestInfo::new(tls);
+        assert!(holds(json!({"scheme": "HTTPS"}), &tls));
+        assert!(!holds(json!({"scheme": "http"}), &tls));
         assert!(holds(
             json!({"source": "127.0.0.0/8", "destination": "*:8080"}),
             &r

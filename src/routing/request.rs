@@ -121,6 +121,7 @@ impl RequestInfo {
             host: request.host.clone(),
             remote: request.remote,
             local: request.local,
+            tls: request.tls,
             body: std::mem::replace(&mut request.body, RequestBody::empty()),
         }
     }
@@ -202,6 +203,10 @@ impl RequestInfo {
             }
             Var::Host => {
                 out.extend_from_slice(self.host());
+                true
+            }
+            Var::Scheme => {
+                out.extend_from_slice(if self.tls { b"https" } else { b"http" });
                 true
             }
             Var::RemoteAddr => {
@@ -500,5 +505,11 @@ mod tests {
         assert_eq!(render(Var::Status), "000");
         assert_eq!(render(Var::RequestId).len(), 32);
         assert_eq!(render(Var::TimeLocal).len(), 26);
+        assert_eq!(render(Var::Scheme), "http");
+        let mut tls = Request::for_test("/", &[]);
+        tls.tls = true;
+        let mut out = Vec::new();
+        RequestInfo::new(tls).write(&Var::Scheme, &mut out);
+        assert_eq!(out, b"https");
     }
 }

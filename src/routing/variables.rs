@@ -17,6 +17,8 @@ pub enum Var {
     /// The decoded, normalised path (after any `rewrite`).
     Uri,
     Host,
+    /// `https` on a TLS connection, else `http`.
+    Scheme,
     RemoteAddr,
     TimeLocal,
     RequestLine,
@@ -44,6 +46,7 @@ impl Var {
             "request_uri" => Var::RequestUri,
             "uri" => Var::Uri,
             "host" => Var::Host,
+            "scheme" => Var::Scheme,
             "remote_addr" => Var::RemoteAddr,
             "time_local" => Var::TimeLocal,
             "request_line" => Var::RequestLine,

@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::access_log;
 use crate::http;
 use crate::routing::{CompileError, ListenerPasses, Router};
+use crate::tls::{Certificates, Sessions, TlsListener};
 
 pub use apps::{AppKind, AppSpec};
 
@@ -44,15 +45,22 @@ pub struct AppPlan {
 }
 
 /// One entry of `listeners`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ListenerPlan {
     pub address: String,
     pub backlog: i32,
+    /// `tls`, compiled against the uploaded bundles.
+    pub tls: Option<TlsListener>,
 }
 
 impl Plan {
-    /// Compiles a tree that passed the schema, constraint and reference checks.
-    pub fn compile(tree: &Value) -> Result<Plan, CompileError> {
+    /// Compiles a tree that passed the schema, constraint and reference checks; TLS
+    /// listeners against the uploaded `certificates`, keeping their `sessions`.
+    pub fn compile(
+        tree: &Value,
+        certificates: &Certificates,
+        sessions: &Sessions,
+    ) -> Result<Plan, CompileError> {
         let applications: Vec<AppPlan> = members(tree.get("applications"))
             .map(|(name, app)| AppPlan {
                 name: name.clone(),
@@ -64,11 +72,27 @@ impl Plan {
         let passes = router.listeners(tree)?;
         let access_log = access_log_spec(tree.get("access_log"))?.map(Arc::new);
         let listeners = members(tree.get("listeners"))
-            .map(|(address, listener)| ListenerPlan {
-                address: address.clone(),
-                backlog: settings::backlog(listener),
+            .map(|(address, listener)| {
+                let tls = match listener.get("tls") {
+                    Some(tls) => Some(
+                        TlsListener::compile(address, tls, certificates, sessions).map_err(
+                            |e| {
+                                CompileError::new(
+                                    format!("listeners/{address}/{}", e.path),
+                                    e.message,
+                                )
+                            },
+                        )?,
+                    ),
+                    None => None,
+                };
+                Ok(ListenerPlan {
+                    address: address.clone(),
+                    backlog: settings::backlog(listener),
+                    tls,
+                })
             })
-            .collect();
+            .collect::<Result<_, CompileError>>()?;
         Ok(Plan {
             applications,
             listeners,
@@ -116,8 +140,9 @@ mod tests {
 
     #[test]
     fn the_schema_states_the_defaults_the_model_applies() {
-        let plan = Plan::compile(&json!({"listeners": {"*:80": {"pass": "routes"}}, "routes": []}))
-            .expect("compiles");
+        let tree = json!({"listeners": {"*:80": {"pass": "routes"}}, "routes": []});
+        let plan =
+            Plan::compile(&tree, &Certificates::default(), &Sessions::default()).expect("compiles");
         let http = &plan.http;
         let seconds = |d: Duration| json!(d.as_secs());
         for (member, model) in [

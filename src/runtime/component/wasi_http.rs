@@ -21,7 +21,7 @@ use crate::http::{BodyError, BodyStream, Request, RequestBody, ResponseBody, Str
 #[error("{0}")]
 pub struct BadRequest(String);
 
-/// The request as `wasi:http` sees it: scheme `http` (the listener's), the authority
+/// The request as `wasi:http` sees it: scheme `https` on a TLS connection, else `http`, the authority
 /// from `Host` with the listener's port added if the client left it out, every header.
 pub fn incoming(
     request: Request,
@@ -36,6 +36,7 @@ pub fn incoming(
         target,
         headers,
         local,
+        tls,
         body,
         ..
     } = request;
@@ -44,7 +45,11 @@ pub fn incoming(
     let authority = authority(&headers, local);
     let path_and_query = path_and_query(target.raw())?;
     let uri = http::Uri::builder()
-        .scheme(http::uri::Scheme::HTTP)
+        .scheme(if tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        })
         .authority(authority.as_str())
         .path_and_query(path_and_query)
         .build()

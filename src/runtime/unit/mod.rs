@@ -190,6 +190,7 @@ async fn run(instance: &mut UnitInstance, request: Request) -> Result<(), RunFai
         host,
         remote,
         local,
+        tls,
         mut body,
     } = request;
     // Unit's quirk: a plain target's path keeps its `?query`.
@@ -227,7 +228,7 @@ async fn run(instance: &mut UnitInstance, request: Request) -> Result<(), RunFai
         server_name,
         headers: &headers,
         content_len: source.len(),
-        tls: false,
+        tls,
     };
     let served = instance.serve(&head, &mut source).await;
     drop(source);
