@@ -658,3 +658,40 @@ fn twenty_rotations_under_a_client_loop_fail_no_request() {
         ok.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn static_files_are_served_over_tls_small_and_large() {
+    let server = Server::start();
+    let ca = TestCa::new();
+    assert_uploaded(&upload(&server, "site", &ca.bundle(&["site.test"])));
+    let www = server.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("small.txt"), "small file\n").unwrap();
+    // Larger than what leaves with the head and than one copy buffer: the body goes
+    // through the TLS writer's copy path (no sendfile on an encrypted stream).
+    let large: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    std::fs::write(www.join("large.txt"), &large).unwrap();
+    let port = free_port();
+    server.load(&json!({
+        "listeners": {format!("127.0.0.1:{port}"):
+            {"pass": "routes", "tls": {"certificate": "site"}}},
+        "routes": [{"action": {"share": format!("{}$uri", www.display())}}]
+    }));
+    let client = ca.client(false);
+    let mut conn = TlsConn::open(&client, port, "site.test").unwrap();
+    assert_eq!(
+        conn.get("/small.txt", "site.test").unwrap(),
+        (200, "small file\n".to_owned())
+    );
+    let (status, body) = conn.get("/large.txt", "site.test").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body == large,
+        "the large file came back different ({} bytes)",
+        body.len()
+    );
+    // The connection stays usable after a file body.
+    assert_eq!(conn.get("/missing", "site.test").unwrap().0, 404);
+}
