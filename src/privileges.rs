@@ -38,47 +38,52 @@ impl Identity {
 
 /// The uid and primary gid of `name`.
 pub fn user_ids(name: &str) -> anyhow::Result<(u32, u32)> {
-    let c_name = CString::new(name).with_context(|| format!("`{name}` is not a user name"))?;
-    let mut buffer = vec![0u8; 16 * 1024];
-    // SAFETY: an all-zero `passwd` is a valid value for getpwnam_r to overwrite.
+    // SAFETY: `passwd` is a C struct of integers and pointers.
     #[allow(unsafe_code)]
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call: the NUL-terminated name, the entry,
-    // the buffer with its true length, and `found`, which getpwnam_r sets to `&entry`
-    // or to null.
-    #[allow(unsafe_code)]
-    let status = unsafe {
-        libc::getpwnam_r(
-            c_name.as_ptr(),
-            &raw mut entry,
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-            &raw mut found,
-        )
-    };
-    if status != 0 {
-        let error = std::io::Error::from_raw_os_error(status);
-        return Err(error).with_context(|| format!("failed to look up the user `{name}`"));
-    }
-    if found.is_null() {
-        bail!("there is no user `{name}`");
-    }
+    let entry = unsafe { lookup("user", name, 16 * 1024, libc::getpwnam_r) }?;
     Ok((entry.pw_uid, entry.pw_gid))
 }
 
 /// The gid of the group `name`.
 pub fn group_id(name: &str) -> anyhow::Result<u32> {
-    let c_name = CString::new(name).with_context(|| format!("`{name}` is not a group name"))?;
-    let mut buffer = vec![0u8; 64 * 1024];
-    // SAFETY: an all-zero `group` is a valid value for getgrnam_r to overwrite.
+    // SAFETY: `group` is a C struct of integers and pointers.
     #[allow(unsafe_code)]
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as in `user_ids`, every pointer is valid for the call.
-    #[allow(unsafe_code)]
+    let entry = unsafe { lookup("group", name, 64 * 1024, libc::getgrnam_r) }?;
+    Ok(entry.gr_gid)
+}
+
+/// The signature of `getpwnam_r` and `getgrnam_r`: name, entry, buffer, its length, and
+/// where to say whether the entry was found.
+type Reentrant<E> = unsafe extern "C" fn(
+    *const libc::c_char,
+    *mut E,
+    *mut libc::c_char,
+    usize,
+    *mut *mut E,
+) -> libc::c_int;
+
+/// Looks `name` up with one of the reentrant NSS calls. The entry's numeric fields are
+/// read by the callers; its pointers (into `buffer`) are never used after return.
+///
+/// # Safety
+///
+/// `E` must be the C struct `call` fills, for which all-zero bytes are a valid value.
+#[allow(unsafe_code)]
+unsafe fn lookup<E>(
+    kind: &str,
+    name: &str,
+    buffer_len: usize,
+    call: Reentrant<E>,
+) -> anyhow::Result<E> {
+    let c_name = CString::new(name).with_context(|| format!("`{name}` is not a {kind} name"))?;
+    let mut buffer = vec![0u8; buffer_len];
+    // SAFETY: all zeroes is a valid `E` (the caller's promise); the call overwrites it.
+    let mut entry: E = unsafe { std::mem::zeroed() };
+    let mut found: *mut E = std::ptr::null_mut();
+    // SAFETY: the pointers are valid for the call: the NUL-terminated name, the
+    // entry, the buffer with its true length, and `found`, set to `&entry` or to null.
     let status = unsafe {
-        libc::getgrnam_r(
+        call(
             c_name.as_ptr(),
             &raw mut entry,
             buffer.as_mut_ptr().cast(),
@@ -88,12 +93,12 @@ pub fn group_id(name: &str) -> anyhow::Result<u32> {
     };
     if status != 0 {
         let error = std::io::Error::from_raw_os_error(status);
-        return Err(error).with_context(|| format!("failed to look up the group `{name}`"));
+        return Err(error).with_context(|| format!("failed to look up the {kind} `{name}`"));
     }
     if found.is_null() {
-        bail!("there is no group `{name}`");
+        bail!("there is no {kind} `{name}`");
     }
-    Ok(entry.gr_gid)
+    Ok(entry)
 }
 
 fn effective_uid() -> u32 {

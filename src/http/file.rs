@@ -52,17 +52,7 @@ impl SendFile for tokio::net::tcp::WriteHalf<'_> {
         len: u64,
     ) -> Poll<Option<io::Result<usize>>> {
         let stream: &tokio::net::TcpStream = self.as_ref();
-        loop {
-            if let Err(e) = std::task::ready!(stream.poll_write_ready(cx)) {
-                return Poll::Ready(Some(Err(e)));
-            }
-            match stream.try_io(Interest::WRITABLE, || {
-                send_file(stream.as_raw_fd(), file, offset, len)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(Some(done)),
-            }
-        }
+        poll_send_file_on(stream, cx, file, offset, len)
     }
 }
 
@@ -75,16 +65,51 @@ impl SendFile for tokio::net::unix::WriteHalf<'_> {
         len: u64,
     ) -> Poll<Option<io::Result<usize>>> {
         let stream: &tokio::net::UnixStream = self.as_ref();
-        loop {
-            if let Err(e) = std::task::ready!(stream.poll_write_ready(cx)) {
-                return Poll::Ready(Some(Err(e)));
-            }
-            match stream.try_io(Interest::WRITABLE, || {
-                send_file(stream.as_raw_fd(), file, offset, len)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(Some(done)),
-            }
+        poll_send_file_on(stream, cx, file, offset, len)
+    }
+}
+
+/// What `sendfile` needs of a tokio socket: its descriptor and its write readiness.
+trait ReadySocket: AsRawFd {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn try_write_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize>;
+}
+
+impl ReadySocket for tokio::net::TcpStream {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_write_ready(self, cx)
+    }
+
+    fn try_write_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+        self.try_io(Interest::WRITABLE, f)
+    }
+}
+
+impl ReadySocket for tokio::net::UnixStream {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::UnixStream::poll_write_ready(self, cx)
+    }
+
+    fn try_write_io(&self, f: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+        self.try_io(Interest::WRITABLE, f)
+    }
+}
+
+/// Sends file bytes once `stream` is writable, retrying when readiness was stale.
+fn poll_send_file_on(
+    stream: &impl ReadySocket,
+    cx: &mut Context<'_>,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> Poll<Option<io::Result<usize>>> {
+    loop {
+        if let Err(e) = std::task::ready!(stream.poll_write_ready(cx)) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match stream.try_write_io(|| send_file(stream.as_raw_fd(), file, offset, len)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            done => return Poll::Ready(Some(done)),
         }
     }
 }
