@@ -31,17 +31,23 @@ JSON
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# side_by_side ROUNDS NAME_A URL_A NAME_B URL_B: checks both answer the same body, then
-# runs wrk against A then B for ROUNDS rounds; prints each round, the medians and B / A.
-side_by_side() {
-    local rounds=$1 name_a=$2 url_a=$3 name_b=$4 url_b=$5 a=() b=() round ma mb
-    [[ $(curl -s "$url_a") == "$(curl -s "$url_b")" ]] ||
-        { echo "the two servers answer different bodies" >&2; exit 1; }
+# alternate MEASURE UNIT ROUNDS NAME_A ARG_A NAME_B ARG_B: runs `MEASURE ARG` for A then
+# B, ROUNDS times; prints each round, the medians and B / A.
+alternate() {
+    local measure=$1 unit=$2 rounds=$3 name_a=$4 arg_a=$5 name_b=$6 arg_b=$7 a=() b=() round ma mb
     for round in $(seq "$rounds"); do
-        a+=("$(rps "$url_a")")
-        b+=("$(rps "$url_b")")
-        echo "round $round: $name_a ${a[-1]} req/s, $name_b ${b[-1]} req/s"
+        a+=("$("$measure" "$arg_a")")
+        b+=("$("$measure" "$arg_b")")
+        echo "round $round: $name_a ${a[-1]} $unit, $name_b ${b[-1]} $unit"
     done
     ma=$(median "${a[@]}"); mb=$(median "${b[@]}")
-    echo "median: $name_a $ma req/s, $name_b $mb req/s, ratio $(awk -v a="$ma" -v b="$mb" 'BEGIN {printf "%.2f", b/a}')"
+    echo "median: $name_a $ma $unit, $name_b $mb $unit, ratio $(awk -v a="$ma" -v b="$mb" 'BEGIN {printf "%.2f", b/a}')"
+}
+
+# side_by_side ROUNDS NAME_A URL_A NAME_B URL_B: checks both answer the same body, then
+# runs wrk against A then B (`alternate rps`).
+side_by_side() {
+    [[ $(curl -sk "$3") == "$(curl -sk "$5")" ]] ||
+        { echo "the two servers answer different bodies" >&2; exit 1; }
+    alternate rps req/s "$@"
 }

@@ -95,11 +95,4 @@ handshakes() {
 }
 
 echo "== new TLS handshakes/s (2 x openssl s_time -new, ${seconds}s)"
-a=(); b=()
-for round in $(seq "$rounds"); do
-    a+=("$(handshakes "$nginx_port")")
-    b+=("$(handshakes "$wharf_port")")
-    echo "round $round: nginx ${a[-1]} handshakes/s, wharf ${b[-1]} handshakes/s"
-done
-ma=$(median "${a[@]}"); mb=$(median "${b[@]}")
-echo "median: nginx $ma handshakes/s, wharf $mb handshakes/s, ratio $(awk -v a="$ma" -v b="$mb" 'BEGIN {printf "%.2f", b/a}')"
+alternate handshakes handshakes/s "$rounds" nginx "$nginx_port" wharf "$wharf_port"
