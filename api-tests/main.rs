@@ -30,6 +30,7 @@ mod listeners;
 mod methods;
 mod persistence;
 mod processes;
+mod proxy;
 mod resources;
 mod routing;
 mod serving;

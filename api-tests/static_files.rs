@@ -446,7 +446,7 @@ fn share_configs_are_checked() {
             "routes/0/action/fallback/pass",
         ),
         (
-            json!({"share": "/s", "fallback": {"proxy": "http://127.0.0.1:9"}}),
+            json!({"share": "/s", "fallback": {"proxy": "http://localhost:9"}}),
             "routes/0/action/fallback/proxy",
         ),
     ] {

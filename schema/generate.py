@@ -44,7 +44,8 @@ LISTENER_ADDR = f"^(?:\\*:{PORT}|{V4}:{PORT}|\\[{V6}\\]:{PORT}|{UNIX_PATH})$"
 PROXY = f"^http://(?:{V4}:{PORT}|\\[{V6}\\]:{PORT}|{UNIX_PATH})$"
 ADDR_PATTERN = f"^!?(?:unix|\\*:{PORTS}|{V4SPEC}(?::{PORTS})?|{V6SPEC}|\\[{V6SPEC}\\]:{PORTS})$"
 # a pass with variables ("$name") is resolved per request, so any text goes
-PASS = "^(?:applications/[^/]+|routes(?:/[^/]+)?|[^$]*\\$[\\s\\S]*)$"
+PASS = "^(?:applications/[^/]+|routes(?:/[^/]+)?|upstreams/[^/]+|[^$]*\\$[\\s\\S]*)$"
+UPSTREAM_SERVER = f"^(?:{V4}:{PORT}|\\[{V6}\\]:{PORT}|{UNIX_PATH})$"
 # "*" wildcards, but never "**"; "~" (after an optional "!") starts a regular expression
 PATTERN = "^(?:!?~[\\s\\S]*|(?:[^*]|\\*[^*])*\\*?)$"
 PERCENT = "^(?:[^%]|%[0-9A-Fa-f]{2})*$"
@@ -62,7 +63,7 @@ MSG_PATTERN = 'must not contain "**"; use a single "*" wildcard'
 MSG_PERCENT = 'has an invalid percent-encoding; "%" must be followed by two hex digits'
 MSG_ADDR = ('is not a valid address pattern; use an IP address, range or CIDR block with an optional '
             '":port" or port range, "*:port", or "unix"')
-MSG_PASS = 'must be "applications/<name>", "routes" or "routes/<name>"'
+MSG_PASS = 'must be "applications/<name>", "routes", "routes/<name>" or "upstreams/<name>"'
 MSG_ACTIONS = '"pass", "return", "share" or "proxy"'
 
 def ref(name):
@@ -92,6 +93,40 @@ defs["listener"] = {
         "backlog": {"type": "integer", "minimum": 1, "maximum": I32_MAX, "default": 511},
     },
     "errorMessage": {"type": 'must be an object with "pass"'},
+}
+defs["upstreams"] = {
+    "description": "Groups of servers that requests are spread over by weighted round robin.",
+    "type": "object",
+    "additionalProperties": ref("upstream"),
+}
+defs["upstream"] = {
+    "type": "object",
+    "required": ["servers"],
+    "additionalProperties": False,
+    "properties": {
+        "servers": {
+            "type": "object",
+            "propertyNames": {
+                "pattern": UPSTREAM_SERVER,
+                "errorMessage": 'is not a valid server address; use "ip:port", "[ipv6]:port" or "unix:/path"',
+            },
+            "additionalProperties": ref("upstreamServer"),
+        },
+    },
+    "errorMessage": {"type": 'must be an object with "servers"'},
+}
+defs["upstreamServer"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "weight": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1000000,
+            "default": 1,
+            "errorMessage": "must be a number from 0 to 1000000",
+        },
+    },
 }
 defs["pass"] = {
     "description": "Where requests go; the name part is percent-decoded, and must exist (checked after the schema).",
@@ -547,6 +582,12 @@ defs["httpSettings"] = {
                                "description": "Wharf: seconds a whole request body may take; past it, 408."},
         "send_timeout": {**ref("timeoutSeconds"), "default": 30},
         "idle_timeout": {**ref("timeoutSeconds"), "default": 180},
+        "proxy_connect_timeout": {**ref("timeoutSeconds"), "default": 60,
+                                  "description": "Wharf: seconds to wait for a connection to a proxied server; past it, 504."},
+        "proxy_read_timeout": {**ref("timeoutSeconds"), "default": 30,
+                               "description": "Wharf: seconds to wait for each read from a proxied server (its head, each piece of its body); past it, 504 or a cut connection."},
+        "proxy_send_timeout": {**ref("timeoutSeconds"), "default": 30,
+                               "description": "Wharf: seconds to wait for a proxied server to take request bytes; past it, 502 or a cut connection."},
         "max_body_size": {"description": "Bytes; a larger body gets 413.", "type": "integer", "minimum": 0,
                           "default": 8 * 1024 * 1024},
         "server_version": {"type": "boolean", "default": True},
@@ -595,6 +636,7 @@ schema = {
         "listeners": ref("listeners"),
         "routes": ref("routes"),
         "applications": ref("applications"),
+        "upstreams": ref("upstreams"),
         "settings": ref("settings"),
         "access_log": ref("accessLog"),
     },

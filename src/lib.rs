@@ -25,6 +25,7 @@ pub mod http;
 pub mod listeners;
 pub mod log_file;
 pub mod privileges;
+pub mod proxy;
 pub mod routing;
 pub mod runtime;
 pub mod sockets;

@@ -83,7 +83,22 @@ fn check_pass(tree: &Value, pass: &str) -> Result<(), String> {
                 _ => Err(format!("route \"{name}\" does not exist")),
             }
         }
-        _ => Err("must be \"applications/<name>\", \"routes\" or \"routes/<name>\"".to_owned()),
+        ("upstreams", Some(name)) => {
+            let name = decode_segment(name).map_err(|_| "invalid percent-encoding".to_owned())?;
+            let exists = tree
+                .get("upstreams")
+                .and_then(Value::as_object)
+                .is_some_and(|upstreams| upstreams.contains_key(&name));
+            if exists {
+                Ok(())
+            } else {
+                Err(format!("upstream \"{name}\" does not exist"))
+            }
+        }
+        _ => Err(
+            "must be \"applications/<name>\", \"routes\", \"routes/<name>\" or \"upstreams/<name>\""
+                .to_owned(),
+        ),
     }
 }
 
@@ -120,6 +135,14 @@ mod tests {
         assert!(check(&array).is_err_and(|e| e.contains("routes is an array")));
         let named = json!({"listeners": {"*:80": {"pass": "routes"}}, "routes": {}});
         assert!(check(&named).is_err_and(|e| e.contains("object of named routes")));
+        let upstream = json!({"listeners": {"*:80": {"pass": "upstreams/gone"}}, "upstreams": {}});
+        assert_eq!(
+            check(&upstream),
+            Err("listeners/*:80/pass: upstream \"gone\" does not exist".to_owned())
+        );
+        let upstream =
+            json!({"routes": [{"action": {"pass": "upstreams/u"}}], "upstreams": {"u": {}}});
+        assert_eq!(check(&upstream), Ok(()));
         let variable = json!({"listeners": {"*:80": {"pass": "applications/$host"}}});
         assert_eq!(check(&variable), Ok(()));
     }

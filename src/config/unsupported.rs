@@ -39,9 +39,6 @@ const APPLICATION: [(&str, &str); 6] = [
     ),
 ];
 
-/// Members of a route step's `action`.
-const ACTION: [(&str, &str); 1] = [("proxy", "the \"proxy\" action is not supported yet")];
-
 /// Checks a tree that passed the schema; the error is a complete validation detail.
 pub fn check(tree: &Value) -> Result<(), String> {
     for (address, listener) in members(tree.get("listeners")) {
@@ -53,33 +50,7 @@ pub fn check(tree: &Value) -> Result<(), String> {
     if tree.pointer("/settings/js_module").is_some() {
         return Err("settings/js_module: is not supported: Wharf runs no njs".to_owned());
     }
-    match tree.get("routes") {
-        Some(Value::Array(steps)) => actions(steps, "routes"),
-        Some(Value::Object(named)) => named.iter().try_for_each(|(name, steps)| {
-            let steps = steps.as_array().map_or(&[][..], Vec::as_slice);
-            actions(steps, &format!("routes/{name}"))
-        }),
-        _ => Ok(()),
-    }
-}
-
-fn actions(steps: &[Value], at: &str) -> Result<(), String> {
-    steps
-        .iter()
-        .enumerate()
-        .try_for_each(|(i, step)| match step.get("action") {
-            Some(action) => action_chain(action, format!("{at}/{i}/action")),
-            None => Ok(()),
-        })
-}
-
-/// An action and the `fallback` actions under it.
-fn action_chain(action: &Value, at: String) -> Result<(), String> {
-    refuse(action, &ACTION, &at)?;
-    match action.get("fallback") {
-        Some(fallback) => action_chain(fallback, format!("{at}/fallback")),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 fn members(value: Option<&Value>) -> impl Iterator<Item = (&String, &Value)> {
@@ -107,17 +78,13 @@ mod tests {
         assert!(check(&forwarded).is_err_and(|e| e.starts_with("listeners/*:80/forwarded: ")));
         let user = json!({"applications": {"a": {"type": "wasm", "user": "nobody"}}});
         assert!(check(&user).is_err_and(|e| e.starts_with("applications/a/user: ")));
-        let named = json!({"routes": {"main": [{"action": {"proxy": "http://127.0.0.1:1"}}]}});
-        assert!(check(&named).is_err_and(|e| e.starts_with("routes/main/0/action/proxy: ")));
-        let fallback = json!({"routes": [{"action": {"share": "/s", "fallback": {"proxy": "http://127.0.0.1:1"}}}]});
-        assert!(check(&fallback).is_err_and(|e| e.starts_with("routes/0/action/fallback/proxy: ")));
     }
 
     #[test]
     fn accepts_what_wharf_implements() {
         let tree = json!({
             "listeners": {"*:80": {"pass": "routes", "backlog": 10}},
-            "routes": [{"action": {"return": 204}}],
+            "routes": [{"action": {"proxy": "http://127.0.0.1:1"}}],
             "applications": {"a": {"type": "wasm", "processes": 1, "limits": {}}},
             "settings": {"http": {"log_route": true}}
         });

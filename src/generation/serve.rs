@@ -44,6 +44,11 @@ impl Generation {
                 }
                 None => http::error_response(500),
             },
+            Outcome::Proxy(destination) => {
+                let keep = self.access_log.is_some()
+                    || acted.is_some_and(|a| a.response_headers_need_request());
+                destination.forward(info.take_request(keep)).await
+            }
         };
         if let Some(action) = acted
             && action.has_response_headers()

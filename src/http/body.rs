@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -162,32 +163,44 @@ impl RequestBody {
     /// The next piece of the body; `Ok(None)` at its end. After an error, every later
     /// call returns the same error. Cancel-safe.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// `chunk` as a poll, for a reader that is itself polled (a proxied request's body).
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
         if let Some(piece) = self.ahead.pop_front() {
-            return Ok(Some(piece));
+            return Poll::Ready(Ok(Some(piece)));
         }
-        self.next().await
+        self.poll_next(cx)
     }
 
     /// The next piece from the state, past what was read ahead.
     async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
         let received = match &mut self.state {
-            State::Done => return Ok(None),
-            State::Failed(e) => return Err(*e),
+            State::Done => return Poll::Ready(Ok(None)),
+            State::Failed(e) => return Poll::Ready(Err(*e)),
             State::Full(_) => {
-                return match std::mem::replace(&mut self.state, State::Done) {
+                return Poll::Ready(match std::mem::replace(&mut self.state, State::Done) {
                     State::Full(bytes) => Ok(Some(bytes)),
                     _ => Ok(None),
-                };
+                });
             }
             State::Stream { pieces, wanted } => {
                 if let Some(wanted) = wanted.take() {
                     // The connection may have stopped waiting; then the pieces tell.
                     let _ = wanted.send(());
                 }
-                pieces.recv().await
+                match pieces.poll_recv(cx) {
+                    Poll::Ready(received) => received,
+                    Poll::Pending => return Poll::Pending,
+                }
             }
         };
-        match received {
+        Poll::Ready(match received {
             Some(Piece::Data(bytes)) => Ok(Some(bytes)),
             Some(Piece::End) => {
                 self.state = State::Done;
@@ -201,7 +214,7 @@ impl RequestBody {
                 self.state = State::Failed(BodyError::Closed);
                 Err(BodyError::Closed)
             }
-        }
+        })
     }
 }
 

@@ -10,6 +10,7 @@ use super::encoding::{decode_name, encode_complex_uri};
 use super::share::Share;
 use super::variables::{Template, Values};
 use super::{CompileError, Names};
+use crate::proxy::{Address, Destination, Server};
 
 /// Where a `pass` leads.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub enum Pass {
     Application(usize),
     /// An index into the compiled routes.
     Route(usize),
+    /// An index into the compiled upstreams.
+    Upstream(usize),
     /// A pass with variables, resolved per request (404 if it names nothing).
     Dynamic(Template),
 }
@@ -54,6 +57,8 @@ pub enum Kind {
         /// Taken when no share path serves the request.
         fallback: Option<Box<Action>>,
     },
+    /// Forwarded to the server a `proxy` names.
+    Proxy(Destination),
 }
 
 /// A compiled `action`.
@@ -129,11 +134,20 @@ impl Action {
                 share: Box::new(Share::compile(value, at)?),
                 fallback,
             }
+        } else if let Some(proxy) = value.get("proxy") {
+            let at = format!("{at}/proxy");
+            let text = proxy
+                .as_str()
+                .ok_or_else(|| CompileError::new(&at, "must be a string"))?;
+            let address = Address::parse_url(text).map_err(|e| CompileError::new(&at, e))?;
+            Kind::Proxy(Destination::Server(Server::new(
+                address,
+                names.proxy_timeouts,
+            )))
         } else {
-            // `proxy` was refused by validation (`config::unsupported`).
             return Err(CompileError::new(
                 at,
-                "must have \"pass\", \"return\" or \"share\"",
+                "must have \"pass\", \"return\", \"share\" or \"proxy\"",
             ));
         };
         Ok(Action {
@@ -230,6 +244,7 @@ impl Names {
             }
             ("routes", None, None) => self.route("").map(Pass::Route),
             ("routes", Some(name), None) => self.route(&decode(name)?).map(Pass::Route),
+            ("upstreams", Some(name), None) => self.upstream(&decode(name)?).map(Pass::Upstream),
             _ => None,
         }
     }

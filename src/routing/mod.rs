@@ -18,6 +18,7 @@ pub mod share;
 pub mod variables;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -28,6 +29,7 @@ use self::conditions::Conditions;
 use self::request::RequestInfo;
 use self::share::ShareOutcome;
 use crate::http::{self, Response, ResponseBody};
+use crate::proxy::{Destination, Server, Timeouts, Upstream};
 use crate::static_files::MimeTypes;
 
 /// Unit runs at most this many actions for one request (`nxt_http_request_action`), so
@@ -56,6 +58,9 @@ impl CompileError {
 pub struct Names {
     applications: HashMap<Box<str>, usize>,
     routes: HashMap<Box<str>, usize>,
+    upstreams: HashMap<Box<str>, usize>,
+    /// What every `proxy` action and upstream server waits for (`settings.http`).
+    pub(crate) proxy_timeouts: Timeouts,
 }
 
 impl Names {
@@ -65,6 +70,10 @@ impl Names {
 
     fn route(&self, name: &str) -> Option<usize> {
         self.routes.get(name).copied()
+    }
+
+    fn upstream(&self, name: &str) -> Option<usize> {
+        self.upstreams.get(name).copied()
     }
 }
 
@@ -87,6 +96,8 @@ pub enum Outcome {
     Application(usize),
     /// Answer with this response.
     Respond(Response),
+    /// Forward it (a `proxy` action, an `upstreams/<name>` pass).
+    Proxy(Destination),
 }
 
 /// Each listener's pass, by address. Looked up on every request: with a fast hasher,
@@ -101,6 +112,8 @@ pub struct Router {
     log_route: bool,
     /// The MIME types `share` actions answer with.
     mime: MimeTypes,
+    /// `upstreams`, in config order.
+    upstreams: Box<[Arc<Upstream>]>,
 }
 
 impl Router {
@@ -114,7 +127,14 @@ impl Router {
                 .map(|(i, name)| (Box::from(*name), i))
                 .collect(),
             routes: HashMap::new(),
+            upstreams: HashMap::new(),
+            proxy_timeouts: Timeouts::from_settings(tree.pointer("/settings/http")),
         };
+        let upstreams = compile_upstreams(tree, names.proxy_timeouts)?;
+        for (i, (name, _)) in upstreams.iter().enumerate() {
+            names.upstreams.insert(name.as_str().into(), i);
+        }
+        let upstreams = upstreams.into_iter().map(|(_, u)| u).collect();
         let sources: Vec<(String, String, &[Value])> = match tree.get("routes") {
             Some(Value::Array(steps)) => vec![(String::new(), "routes".into(), steps)],
             Some(Value::Object(named)) => named
@@ -166,12 +186,18 @@ impl Router {
             names,
             log_route,
             mime,
+            upstreams,
         })
     }
 
     /// Whether each step tried is logged (`settings.http.log_route`).
     pub fn logs_routes(&self) -> bool {
         self.log_route
+    }
+
+    /// What proxied exchanges wait for (`settings.http.proxy_*_timeout`).
+    pub fn proxy_timeouts(&self) -> Timeouts {
+        self.names.proxy_timeouts
     }
 
     pub fn names(&self) -> &Names {
@@ -246,6 +272,14 @@ impl Router {
             }
             let route = match pass {
                 Pass::Application(index) => return Outcome::Application(*index),
+                Pass::Upstream(index) => {
+                    return match self.upstreams.get(*index) {
+                        Some(upstream) => {
+                            Outcome::Proxy(Destination::Upstream(Arc::clone(upstream)))
+                        }
+                        None => Outcome::Respond(http::error_response(500)),
+                    };
+                }
                 Pass::Route(index) => *index,
                 Pass::Dynamic(_) => return Outcome::Respond(http::error_response(500)),
             };
@@ -277,6 +311,7 @@ impl Router {
                         return Outcome::Respond(answer(*status, action, request));
                     }
                     Kind::Pass(next) => break next,
+                    Kind::Proxy(destination) => return Outcome::Proxy(destination.clone()),
                     Kind::Share { share, fallback } => match share.serve(request, &self.mime) {
                         ShareOutcome::Respond(response) => return Outcome::Respond(response),
                         ShareOutcome::Miss(status) => match fallback {
@@ -295,6 +330,48 @@ impl Router {
         tracing::error!("a request passed through more than {MAX_PASSES} actions; answering 500");
         Outcome::Respond(http::error_response(500))
     }
+}
+
+/// `upstreams`: each one's servers with their weights, by name in config order.
+fn compile_upstreams(
+    tree: &Value,
+    timeouts: Timeouts,
+) -> Result<Vec<(String, Arc<Upstream>)>, CompileError> {
+    let Some(upstreams) = tree.get("upstreams") else {
+        return Ok(Vec::new());
+    };
+    let upstreams = upstreams
+        .as_object()
+        .ok_or_else(|| CompileError::new("upstreams", "must be an object"))?;
+    let mut compiled = Vec::with_capacity(upstreams.len());
+    for (name, upstream) in upstreams {
+        let at = format!("upstreams/{name}/servers");
+        let servers = upstream
+            .get("servers")
+            .and_then(Value::as_object)
+            .ok_or_else(|| CompileError::new(&at, "must be an object of servers"))?;
+        let mut list = Vec::with_capacity(servers.len());
+        for (address, server) in servers {
+            let at = format!("{at}/{address}");
+            let parsed = crate::proxy::Address::parse_server(address)
+                .map_err(|e| CompileError::new(&at, e))?;
+            let weight = match server.get("weight") {
+                None => 1.0,
+                Some(w) => w
+                    .as_f64()
+                    .filter(|w| (0.0..=1_000_000.0).contains(w))
+                    .ok_or_else(|| {
+                        CompileError::new(
+                            format!("{at}/weight"),
+                            "must be a number from 0 to 1000000",
+                        )
+                    })?,
+            };
+            list.push((Server::new(parsed, timeouts), Upstream::scale(weight)));
+        }
+        compiled.push((name.clone(), Arc::new(Upstream::new(list))));
+    }
+    Ok(compiled)
 }
 
 /// A `return` action's response: Unit's error page for 400-599, otherwise an empty body
@@ -331,6 +408,7 @@ mod tests {
         let mut acted = None;
         match router.route(&start, &mut info, &mut acted) {
             Outcome::Application(i) => (i as u16, None),
+            Outcome::Proxy(_) => (0, None),
             Outcome::Respond(r) => (
                 r.status,
                 r.headers

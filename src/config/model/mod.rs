@@ -155,6 +155,18 @@ mod tests {
             ("server_version", json!(http.server_version)),
             ("discard_unsafe_fields", json!(http.discard_unsafe_fields)),
             ("log_route", json!(plan.router.logs_routes())),
+            (
+                "proxy_connect_timeout",
+                seconds(plan.router.proxy_timeouts().connect),
+            ),
+            (
+                "proxy_read_timeout",
+                seconds(plan.router.proxy_timeouts().read),
+            ),
+            (
+                "proxy_send_timeout",
+                seconds(plan.router.proxy_timeouts().send),
+            ),
         ] {
             assert_eq!(schema_default("httpSettings", member), model, "{member}");
         }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Proxy overhead: requests/s of a local upstream (Debian's nginx-light answering
+# `return 200`) reached directly, and through Wharf's `proxy` action, side by side in one
+# run so that the ratio means something on a noisy machine (wrk -t2 -c64, kept-alive on
+# both legs: Wharf reuses its upstream connections).
+#
+#   benches/proxy.sh [ROUNDS] [SECONDS]      (defaults: 5 rounds of 10 s)
+#
+# WHARF=/path/to/wharf runs that build instead of this checkout's target/release/wharf
+# (and skips building it). nginx runs one worker; Wharf its default threads.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+rounds=${1:-5}
+seconds=${2:-10}
+cd "$repo"
+
+if [[ -z ${WHARF:-} ]]; then benches/prepare.sh; fi
+command -v wrk >/dev/null && command -v nginx >/dev/null || {
+    sudo=(); ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
+}
+
+source benches/lib.sh
+wharf_port=$(free_port)
+nginx_port=$(free_port)
+mkdir -p "$work/nginx"
+
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$nginx_port; location / { return 200 "hello from the upstream\n"; } }
+}
+CONF
+nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
+pids+=($!)
+
+cat >"$work/config.json" <<JSON
+{
+  "listeners": {"127.0.0.1:$wharf_port": {"pass": "routes"}},
+  "routes": [{"action": {"proxy": "http://127.0.0.1:$nginx_port"}}]
+}
+JSON
+"${WHARF:-target/release/wharf}" --statedir "$work/state" --config "$work/config.json" 2>"$work/wharf.log" &
+pids+=($!)
+
+wait_for "http://127.0.0.1:$nginx_port/"
+wait_for "http://127.0.0.1:$wharf_port/"
+
+echo "requests/s, upstream direct vs. through Wharf's proxy:"
+side_by_side "$rounds" direct "http://127.0.0.1:$nginx_port/" \
+    wharf-proxy "http://127.0.0.1:$wharf_port/"
