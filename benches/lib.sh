@@ -7,6 +7,14 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
+# install_if_missing COMMAND PACKAGE: installs Debian's PACKAGE unless COMMAND exists.
+install_if_missing() {
+    command -v "$1" >/dev/null && return 0
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # wait_for URL: until it answers (up to 30 s).

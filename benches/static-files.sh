@@ -16,12 +16,9 @@ seconds=${2:-10}
 cd "$repo"
 
 if [[ -z ${WHARF:-} ]]; then benches/prepare.sh; fi
-command -v wrk >/dev/null && command -v nginx >/dev/null || {
-    sudo=(); ((EUID == 0)) || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null
-}
-
 source benches/lib.sh
+install_if_missing wrk wrk
+install_if_missing nginx nginx-light
 wharf_port=$(free_port)
 nginx_port=$(free_port)
 

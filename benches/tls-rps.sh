@@ -24,13 +24,10 @@ seconds=${2:-10}
 cd "$repo"
 
 if [[ -z ${WHARF:-} ]]; then benches/prepare.sh; fi
-command -v nginx >/dev/null || {
-    sudo=(); ((EUID == 0)) || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
-}
 command -v openssl >/dev/null || { echo "openssl (the CLI) is required" >&2; exit 1; }
 
 source benches/lib.sh
+install_if_missing nginx nginx-light
 wharf_port=$(free_port)
 nginx_port=$(free_port)
 
