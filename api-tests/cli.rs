@@ -173,19 +173,18 @@ fn sigterm_sigint_and_sigquit_exit_0_and_remove_the_socket() {
     }
 }
 
-#[test]
-fn sigquit_lets_the_request_in_flight_finish_and_refuses_new_connections() {
+/// Serves the upload reflector on a new listener and leaves a request in flight on it:
+/// its head and half its body sent (and the head read by the server), the rest held
+/// back. Returns the listener's address and the client's connection.
+fn request_in_flight(server: &Server) -> (String, Conn) {
     let key = listener_key();
-    let mut server = Server::start();
     server.load(&json!({
         "listeners": {key.clone(): {"pass": "applications/reflector"}},
         "routes": [],
         "applications": {"reflector": example_app("upload-reflector")}
     }));
-    // A request in flight: its head and half its body sent, the rest held back.
-    let mut in_flight = Conn::open_tcp(&key).expect("connect");
-    in_flight
-        .send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello")
+    let mut conn = Conn::open_tcp(&key).expect("connect");
+    conn.send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello")
         .expect("send the first half");
     assert!(
         wait_until(
@@ -195,6 +194,13 @@ fn sigquit_lets_the_request_in_flight_finish_and_refuses_new_connections() {
         "the server never read the request's head\n{}",
         server.log()
     );
+    (key, conn)
+}
+
+#[test]
+fn sigquit_lets_the_request_in_flight_finish_and_refuses_new_connections() {
+    let mut server = Server::start();
+    let (key, mut in_flight) = request_in_flight(&server);
 
     let pid = server.pid();
     send_signal(pid, "QUIT");
@@ -220,25 +226,8 @@ fn sigquit_lets_the_request_in_flight_finish_and_refuses_new_connections() {
 
 #[test]
 fn sigquit_exits_at_the_drain_timeout_when_a_request_never_finishes() {
-    let key = listener_key();
     let mut server = Server::builder().arg("--drain-timeout").arg("1").start();
-    server.load(&json!({
-        "listeners": {key.clone(): {"pass": "applications/reflector"}},
-        "routes": [],
-        "applications": {"reflector": example_app("upload-reflector")}
-    }));
-    let mut stuck = Conn::open_tcp(&key).expect("connect");
-    stuck
-        .send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello")
-        .expect("send half a body");
-    assert!(
-        wait_until(
-            Duration::from_secs(10),
-            || server.get("/status").json()["requests"]["total"] == 1
-        ),
-        "the server never read the request's head\n{}",
-        server.log()
-    );
+    let (_key, _stuck) = request_in_flight(&server);
     let status = server.stop_with("QUIT");
     assert!(status.success(), "exit status {status}\n{}", server.log());
     assert!(
