@@ -12,7 +12,7 @@ use super::variables::{Template, Values};
 use super::{CompileError, Names};
 
 /// Where a `pass` leads.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Pass {
     /// An index into the generation's applications.
     Application(usize),
