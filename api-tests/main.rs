@@ -28,6 +28,7 @@ mod json_dialect;
 mod limits;
 mod listeners;
 mod methods;
+mod metrics;
 mod persistence;
 mod processes;
 mod proxy;

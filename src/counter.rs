@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 /// Slots per counter: threads beyond this share them, which is still correct.
-const SLOTS: usize = 16;
+pub(crate) const SLOTS: usize = 16;
 
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -46,7 +46,7 @@ impl Counter {
     }
 }
 
-fn slot_of_this_thread() -> usize {
+pub(crate) fn slot_of_this_thread() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;

@@ -7,7 +7,8 @@
 //! requests are served by, `routing` where requests go, `static_files` the files `share`
 //! serves, `access_log` the record of them, `runtime` the Wasm engine and guests,
 //! `listeners` and `http` the data plane (`tls`: its TLS and the certificate bundles), `control`
-//! the API, `status` the counters (`counter`: how they are kept), `watch` the module files
+//! the API, `status` the counters (`counter`: how they are kept), `metrics` their
+//! Prometheus exposition, `watch` the module files
 //! that swap themselves in, `error` the errors of a change. `docs/architecture.md` has
 //! the map.
 
@@ -24,6 +25,7 @@ pub mod generation;
 pub mod http;
 pub mod listeners;
 pub mod log_file;
+pub mod metrics;
 pub mod privileges;
 pub mod proxy;
 pub mod routing;

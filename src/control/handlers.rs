@@ -1,5 +1,5 @@
 //! The control API's URIs: `/`, `/config`, `/certificates`, `/status`, `/control`, and
-//! Wharf's `/history`.
+//! Wharf's `/history` and `/metrics`.
 //!
 //! One entry point normalises the path as Unit does and dispatches on its first segment;
 //! each area then owns its methods and its own error titles.
@@ -16,6 +16,7 @@ use crate::controller::{ChangeOrigin, Controller, Precondition};
 use crate::dispatch::Published;
 use crate::error::{CertificateError, ChangeError, RestartError};
 use crate::http::{ConnectionStats, Request};
+use crate::metrics::{self, text::Format};
 use crate::status;
 
 /// What the control handlers share.
@@ -74,6 +75,7 @@ pub async fn dispatch(mut request: Request, state: &ControlState) -> Reply {
         Some((&"status", rest)) => status(&request, state, rest),
         Some((&"control", rest)) => control(&request, state, rest).await,
         Some((&"history", rest)) => history(&request, state, rest).await,
+        Some((&"metrics", [])) => metrics(&request, state),
         Some(_) => Reply::not_found(),
     }
 }
@@ -208,6 +210,24 @@ fn status(request: &Request, state: &ControlState, rest: &[&str]) -> Reply {
         Some(value) => Reply::ok(value.clone()),
         None => invalid_path(),
     }
+}
+
+/// `/metrics`: the Prometheus exposition, in OpenMetrics if `Accept` asks for it.
+fn metrics(request: &Request, state: &ControlState) -> Reply {
+    if Method::of(request) != Method::Get {
+        return Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::INVALID_METHOD);
+    }
+    let accept = request
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"accept"))
+        .map(|(_, value)| Format::from_accept(value))
+        .find(|format| *format == Format::OpenMetrics)
+        .unwrap_or(Format::Text);
+    let current = state.controller.current();
+    let apps: Vec<_> = current.running.application_counts().collect();
+    let body = metrics::render(accept, &state.stats, current.number, &apps);
+    Reply::text(accept.content_type(), body)
 }
 
 async fn control(request: &Request, state: &ControlState, rest: &[&str]) -> Reply {

@@ -49,15 +49,30 @@ pub const CERT_STORE_FAILED: &str = "Failed to store certificate.";
 /// A response under construction; `ETag` is added where the generation is known.
 pub struct Reply {
     status: u16,
-    body: Value,
+    body: Body,
     generation: Option<u64>,
+}
+
+enum Body {
+    Json(Value),
+    /// Anything else, with its media type (`/metrics`).
+    Text(&'static str, String),
 }
 
 impl Reply {
     pub fn json(status: u16, body: Value) -> Self {
         Self {
             status,
-            body,
+            body: Body::Json(body),
+            generation: None,
+        }
+    }
+
+    /// A 200 with `body` of the media type `content_type`.
+    pub fn text(content_type: &'static str, body: String) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body: Body::Text(content_type, body),
             generation: None,
         }
     }
@@ -126,9 +141,13 @@ impl Reply {
     }
 
     pub fn into_response(self) -> Response {
+        let (content_type, body) = match self.body {
+            Body::Json(value) => ("application/json", pretty(&value)),
+            Body::Text(content_type, text) => (content_type, text.into_bytes()),
+        };
         let mut headers = vec![(
             Bytes::from_static(b"Content-Type"),
-            Bytes::from_static(b"application/json"),
+            Bytes::from_static(content_type.as_bytes()),
         )];
         if let Some(generation) = self.generation {
             headers.push((
@@ -139,7 +158,7 @@ impl Reply {
         Response {
             status: self.status,
             headers,
-            body: ResponseBody::Full(Bytes::from(pretty(&self.body))),
+            body: ResponseBody::Full(Bytes::from(body)),
         }
     }
 }

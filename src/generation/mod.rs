@@ -16,15 +16,25 @@ use crate::access_log::AccessLog;
 use crate::application::Application;
 use crate::config::model::Plan;
 use crate::error::ApplyError;
-use crate::routing::{ListenerPasses, Router};
+use crate::metrics::requests::ListenerSeries;
+use crate::routing::Router;
+use crate::routing::action::Pass;
 use crate::runtime::{InstanceCounts, Runtime};
 use crate::tls::TlsListener;
+
+/// A listener's pass and the metrics of its requests.
+struct Served {
+    pass: Pass,
+    series: ListenerSeries,
+}
 
 pub struct Generation {
     /// Applications in config order; passes refer to them by index.
     applications: Vec<(String, Arc<Application>)>,
-    /// Where each listener sends its requests.
-    listeners: Arc<ListenerPasses>,
+    /// Where each listener sends its requests, and the series its requests are counted
+    /// in. Looked up on every request: with a fast hasher, since the addresses come from
+    /// the config, not from clients.
+    listeners: Arc<HashMap<String, Served, foldhash::fast::RandomState>>,
     router: Arc<Router>,
     access_log: Option<Arc<AccessLog>>,
     /// The TLS of each TLS listener, by address: what its next handshake uses.
@@ -68,9 +78,22 @@ impl Generation {
             }
             None => None,
         };
+        let listeners = plan
+            .passes
+            .iter()
+            .map(|(address, pass)| {
+                let apps = applications.iter().map(|(name, _)| name.as_str());
+                let series = ListenerSeries::new(address, apps);
+                let served = Served {
+                    pass: pass.clone(),
+                    series,
+                };
+                (address.clone(), served)
+            })
+            .collect();
         Ok(Self {
             applications,
-            listeners: Arc::clone(&plan.passes),
+            listeners: Arc::new(listeners),
             router: Arc::clone(&plan.router),
             access_log,
             tls: Arc::new(

@@ -2,7 +2,10 @@
 //! route, a rewrite or the access log needs the request's facts, then the app, then what
 //! the acting step says of the answer.
 
+use std::time::Instant;
+
 use crate::http::{self, Completion, Request, Response};
+use crate::metrics::requests::ListenerSeries;
 use crate::routing::Outcome;
 use crate::routing::action::Pass;
 use crate::routing::request::RequestInfo;
@@ -13,41 +16,64 @@ impl Generation {
     /// Serves a request that arrived on the listener `address`; the completion, if any,
     /// logs it once the response is written.
     pub async fn serve(&self, address: &str, request: Request) -> (Response, Option<Completion>) {
-        let Some(pass) = self.listeners.get(address) else {
+        let Some(served) = self.listeners.get(address) else {
             // The listener was removed while this request was on its way.
             return (http::error_response(503), None);
         };
+        let (pass, series) = (&served.pass, &served.series);
         // The common case goes straight to the app, with nothing to derive or keep.
         if let (Pass::Application(index), None) = (pass, &self.access_log) {
-            return match self.applications.get(*index) {
-                Some((_, app)) => (app.serve(request).await, None),
-                None => (http::error_response(500), None),
+            let Some((_, app)) = self.applications.get(*index) else {
+                return (http::error_response(500), None);
             };
+            let started = Instant::now();
+            let response = app.serve(request).await;
+            if let Some(series) = series.application(*index) {
+                series.record(response.status, Some(started.elapsed()));
+            }
+            return (response, None);
         }
         // Boxed, so that the fast path's future (moved on every request) stays small.
-        Box::pin(self.dispatch(pass, request)).await
+        Box::pin(self.dispatch(pass, series, request)).await
     }
 
     /// Routes a request, serves it, and applies what the acting step says to the answer.
-    async fn dispatch(&self, pass: &Pass, request: Request) -> (Response, Option<Completion>) {
+    async fn dispatch(
+        &self,
+        pass: &Pass,
+        series: &ListenerSeries,
+        request: Request,
+    ) -> (Response, Option<Completion>) {
         let mut info = RequestInfo::new(request);
         let mut acted = None;
         let outcome = self.router.route(pass, &mut info, &mut acted);
+        // Keep the request's fields only if something reads them after it is served.
+        let keep =
+            self.access_log.is_some() || acted.is_some_and(|a| a.response_headers_need_request());
         let mut response = match outcome {
-            Outcome::Respond(response) => response,
+            Outcome::Respond(response) => {
+                series.unserved().record(response.status, None);
+                response
+            }
             Outcome::Application(index) => match self.applications.get(index) {
                 Some((_, app)) => {
-                    // Keep the request's fields only if something reads them afterwards.
-                    let keep = self.access_log.is_some()
-                        || acted.is_some_and(|a| a.response_headers_need_request());
-                    app.serve(info.take_request(keep)).await
+                    let started = Instant::now();
+                    let response = app.serve(info.take_request(keep)).await;
+                    if let Some(series) = series.application(index) {
+                        series.record(response.status, Some(started.elapsed()));
+                    }
+                    response
                 }
-                None => http::error_response(500),
+                None => {
+                    let response = http::error_response(500);
+                    series.unserved().record(response.status, None);
+                    response
+                }
             },
             Outcome::Proxy(destination) => {
-                let keep = self.access_log.is_some()
-                    || acted.is_some_and(|a| a.response_headers_need_request());
-                destination.forward(info.take_request(keep)).await
+                let response = destination.forward(info.take_request(keep)).await;
+                series.unserved().record(response.status, None);
+                response
             }
         };
         if let Some(action) = acted

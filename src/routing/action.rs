@@ -13,7 +13,7 @@ use super::{CompileError, Names};
 use crate::proxy::{Address, Destination, Server};
 
 /// Where a `pass` leads.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Pass {
     /// An index into the generation's applications.
     Application(usize),

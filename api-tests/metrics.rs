@@ -1,0 +1,199 @@
+//! `/metrics`: the Prometheus exposition on the control socket, in the text format by
+//! default and OpenMetrics when `Accept` asks for it; the counts by application,
+//! listener and status, and bounded labels.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::harness::{Conn, Server, assert_done, guest_app, listener_key};
+
+/// One sample: its name and labels (sorted), and its value.
+type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;
+
+/// Parses the text format strictly enough to catch a malformed exposition: every
+/// sample line is `name{labels} value`, every sample belongs to a family that has a
+/// `# TYPE` before it. Returns the samples and the families' types.
+fn parse(text: &str) -> (Samples, BTreeMap<String, String>) {
+    let mut samples = Samples::new();
+    let mut types = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "{line}"
+            );
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                let labels: Vec<(String, String)> = labels
+                    .split("\",")
+                    .map(|pair| {
+                        let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                (name, labels)
+            }
+            None => (series, Vec::new()),
+        };
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        let family = types.keys().any(|family| {
+            name.strip_prefix(family.as_str())
+                .is_some_and(|suffix| ["", "_total", "_bucket", "_sum", "_count"].contains(&suffix))
+        });
+        assert!(family, "a sample before its # TYPE: {line}");
+        let mut labels = labels;
+        labels.sort();
+        samples.insert((name.to_owned(), labels), value);
+    }
+    (samples, types)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut labels: Vec<_> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    labels.sort();
+    labels
+}
+
+#[test]
+fn metrics_count_requests_by_app_listener_and_code_with_bounded_labels() {
+    let server = Server::start();
+    let listener = listener_key();
+    let config = json!({
+        "listeners": {&listener: {"pass": "routes"}},
+        "routes": [
+            {"match": {"uri": "/teapot"}, "action": {"return": 418}},
+            {"action": {"pass": "applications/hello"}}
+        ],
+        "applications": {"hello": guest_app(server.dir(), "hello.wasm")}
+    });
+    assert_done(&server.put_json("/config", &config));
+
+    let mut app_status = None;
+    for i in 0..50 {
+        // 50 distinct paths: none of them may become a label value.
+        let path = format!("/distinct/{i}");
+        let resp = Conn::open_tcp(&listener)
+            .unwrap()
+            .request("GET", &path, &[], None)
+            .unwrap();
+        assert!(app_status.is_none_or(|s| s == resp.status));
+        app_status = Some(resp.status);
+    }
+    for _ in 0..3 {
+        let resp = Conn::open_tcp(&listener)
+            .unwrap()
+            .request("GET", "/teapot", &[], None)
+            .unwrap();
+        assert_eq!(resp.status, 418);
+    }
+    assert_eq!(app_status, Some(200));
+    let app_status = app_status.unwrap().to_string();
+
+    let resp = server.get("/metrics");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(!resp.body.contains("# EOF"));
+    let (samples, types) = parse(&resp.body);
+    assert_eq!(types["wharf_http_requests_total"], "counter");
+    assert_eq!(types["wharf_http_request_duration_seconds"], "histogram");
+    assert_eq!(types["wharf_application_instances"], "gauge");
+
+    let requests = |app: &str, code: &str| {
+        let key = labels(&[("app", app), ("listener", &listener), ("code", code)]);
+        samples
+            .get(&("wharf_http_requests_total".to_owned(), key))
+            .copied()
+    };
+    assert_eq!(requests("hello", &app_status), Some(50.0), "{}", resp.body);
+    assert_eq!(requests("", "418"), Some(3.0), "{}", resp.body);
+    // Exactly those two series: the paths added no label values.
+    let request_series = samples
+        .keys()
+        .filter(|(name, _)| name == "wharf_http_requests_total")
+        .count();
+    assert_eq!(request_series, 2, "{}", resp.body);
+    assert!(!resp.body.contains("/distinct/"), "{}", resp.body);
+
+    let hist = |suffix: &str, extra: &[(&str, &str)]| {
+        let mut pairs = vec![("app", "hello")];
+        pairs.extend_from_slice(extra);
+        let name = format!("wharf_http_request_duration_seconds{suffix}");
+        samples.get(&(name, labels(&pairs))).copied()
+    };
+    assert_eq!(hist("_count", &[]), Some(50.0));
+    assert_eq!(hist("_bucket", &[("le", "+Inf")]), Some(50.0));
+    assert!(hist("_sum", &[]).is_some_and(|s| s > 0.0));
+
+    let accepted = samples[&("wharf_connections_accepted_total".to_owned(), vec![])];
+    assert!(accepted >= 53.0, "{accepted}");
+    let generation = samples[&("wharf_config_generation".to_owned(), vec![])];
+    assert!(generation >= 1.0);
+    let idle = labels(&[("app", "hello"), ("state", "idle")]);
+    assert!(samples.contains_key(&("wharf_application_instances".to_owned(), idle)));
+
+    // Another scrape after more paths: still two request series.
+    for i in 50..60 {
+        let path = format!("/other/{i}");
+        Conn::open_tcp(&listener)
+            .unwrap()
+            .request("GET", &path, &[], None)
+            .unwrap();
+    }
+    let (samples, _) = parse(&server.get("/metrics").body);
+    assert_eq!(
+        samples
+            .keys()
+            .filter(|(name, _)| name == "wharf_http_requests_total")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn openmetrics_when_accept_asks_for_it_and_only_get() {
+    let server = Server::start();
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let resp = server.request("GET", "/metrics", &[("Accept", accept)], None);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(resp.body.ends_with("# EOF\n"), "{}", resp.body);
+    // OpenMetrics names a counter's family without `_total`; its samples keep it.
+    assert!(
+        resp.body
+            .contains("# TYPE wharf_connections_accepted counter\n")
+    );
+    assert!(resp.body.contains("\nwharf_connections_accepted_total "));
+    assert!(
+        resp.body
+            .contains("# UNIT wharf_http_request_duration_seconds seconds\n")
+    );
+
+    let resp = server.request("PUT", "/metrics", &[], Some(b"{}"));
+    assert_eq!(resp.status, 405);
+    assert_eq!(server.get("/metrics/x").status, 404);
+}

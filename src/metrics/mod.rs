@@ -1,0 +1,154 @@
+//! The `/metrics` exposition: what the data plane counts (`requests`: per application,
+//! listener and status), the connection counters that `/status` also reads, each
+//! application's instances, and the running generation, written in Prometheus's text
+//! format or OpenMetrics (`text`).
+//!
+//! Like `/status`, it is built on demand at scrape time; nothing on the request path
+//! knows about the format.
+
+pub mod requests;
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use crate::counter::Counter;
+use crate::http::ConnectionStats;
+use crate::runtime::InstanceCounts;
+use requests::{BUCKETS, Counts};
+use text::{Encoder, Format, Kind};
+
+/// The exposition of everything, in `format`: `generation` is the running generation's
+/// number, `apps` its applications' instance counts (`Generation::application_counts`).
+pub fn render(
+    format: Format,
+    stats: &ConnectionStats,
+    generation: u64,
+    apps: &[(&str, InstanceCounts)],
+) -> String {
+    let mut e = Encoder::new(format);
+    http_requests(&mut e);
+    connections(&mut e, stats);
+    instances(&mut e, apps);
+    e.family(
+        "wharf_config_generation",
+        Kind::Gauge,
+        None,
+        "The number of the configuration generation that runs.",
+    );
+    e.sample("", &[], generation);
+    e.finish()
+}
+
+fn http_requests(e: &mut Encoder) {
+    let series = requests::all();
+    e.family(
+        "wharf_http_requests_total",
+        Kind::Counter,
+        None,
+        "Requests answered, by application (empty: none), listener and status code.",
+    );
+    // Per application, over its listeners, for the histogram.
+    let mut by_app: BTreeMap<&str, Counts> = BTreeMap::new();
+    for s in &series {
+        let counts = s.read();
+        for (code, n) in &counts.codes {
+            let code = code.to_string();
+            let labels = [
+                ("app", s.app.as_str()),
+                ("listener", s.listener.as_str()),
+                ("code", code.as_str()),
+            ];
+            e.sample("", &labels, *n);
+        }
+        if !s.app.is_empty() {
+            let sum = by_app.entry(&s.app).or_default();
+            for (total, n) in sum.buckets.iter_mut().zip(counts.buckets) {
+                *total += n;
+            }
+            sum.nanos += counts.nanos;
+        }
+    }
+    e.family(
+        "wharf_http_request_duration_seconds",
+        Kind::Histogram,
+        Some("seconds"),
+        "Time from a request's head to its response's head, by application.",
+    );
+    for (app, counts) in by_app {
+        let mut cumulative = 0;
+        for (i, n) in counts.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = BUCKETS
+                .get(i)
+                .map_or("+Inf".to_owned(), |b| format!("{b:?}"));
+            e.sample("_bucket", &[("app", app), ("le", &le)], cumulative);
+        }
+        // Nanoseconds to seconds: a sum of u64 nanoseconds is exact to the nanosecond.
+        let seconds = counts.nanos as f64 / 1e9;
+        e.sample("_sum", &[("app", app)], seconds);
+        e.sample("_count", &[("app", app)], cumulative);
+    }
+}
+
+fn connections(e: &mut Encoder, stats: &ConnectionStats) {
+    let families: [(&'static str, Kind, &str, &Counter); 5] = [
+        (
+            "wharf_connections_accepted_total",
+            Kind::Counter,
+            "Data-plane connections accepted.",
+            &stats.accepted,
+        ),
+        (
+            "wharf_connections_closed_total",
+            Kind::Counter,
+            "Data-plane connections closed.",
+            &stats.closed,
+        ),
+        (
+            "wharf_connections_open",
+            Kind::Gauge,
+            "Open data-plane connections, idle ones included.",
+            &stats.active,
+        ),
+        (
+            "wharf_connections_idle",
+            Kind::Gauge,
+            "Open data-plane connections waiting for their next request.",
+            &stats.idle,
+        ),
+        (
+            "wharf_http_request_heads_total",
+            Kind::Counter,
+            "Request heads read (what /status counts as requests.total).",
+            &stats.requests,
+        ),
+    ];
+    for (name, kind, help, counter) in families {
+        e.family(name, kind, None, help);
+        e.sample("", &[], counter.get());
+    }
+}
+
+fn instances(e: &mut Encoder, counts: &[(&str, InstanceCounts)]) {
+    e.family(
+        "wharf_application_instances",
+        Kind::Gauge,
+        None,
+        "Instances of each application by state: idle, busy (serving) or starting.",
+    );
+    for (app, c) in counts {
+        let busy = c.running.saturating_sub(c.idle);
+        for (state, n) in [("idle", c.idle), ("busy", busy), ("starting", c.starting)] {
+            e.sample("", &[("app", app), ("state", state)], n);
+        }
+    }
+    e.family(
+        "wharf_application_requests_active",
+        Kind::Gauge,
+        None,
+        "Requests an application's instances are serving.",
+    );
+    for (app, c) in counts {
+        e.sample("", &[("app", app)], c.active);
+    }
+}
