@@ -197,3 +197,79 @@ fn openmetrics_when_accept_asks_for_it_and_only_get() {
     assert_eq!(resp.status, 405);
     assert_eq!(server.get("/metrics/x").status, 404);
 }
+
+#[test]
+fn refused_changes_reload_time_and_certificate_expiry_are_exported() {
+    let server = Server::start();
+    let sample = |samples: &Samples, name: &str, pairs: &[(&str, &str)]| {
+        samples.get(&(name.to_owned(), labels(pairs))).copied()
+    };
+    let (samples, types) = parse(&server.get("/metrics").body);
+    assert_eq!(types["wharf_config_changes_refused_total"], "counter");
+    for step in ["invalid", "precondition", "apply"] {
+        let refused = sample(
+            &samples,
+            "wharf_config_changes_refused_total",
+            &[("step", step)],
+        );
+        assert_eq!(refused, Some(0.0), "{step}");
+    }
+    // A fresh state dir has served nothing it was given yet.
+    assert_eq!(
+        sample(&samples, "wharf_config_last_reload_timestamp_seconds", &[]),
+        None
+    );
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let routes = json!([{"action": {"return": 204}}]);
+    assert_done(&server.put_json("/config/routes", &routes));
+    let invalid = server.put_json("/config/routes", &json!({"no": "routes"}));
+    assert_eq!(invalid.status, 400, "{invalid}");
+    let stale = server.request(
+        "PUT",
+        "/config/routes",
+        &[("If-Match", "\"999\"")],
+        Some(b"[]"),
+    );
+    assert_eq!(stale.status, 412, "{stale}");
+    let missing = server.dir().join("no-such-module.wasm");
+    let app = crate::harness::wasm_app(&crate::harness::path_str(&missing));
+    let unloadable = server.put_json("/config/applications/gone", &app);
+    assert_eq!(unloadable.status, 500, "{unloadable}");
+
+    // A bundle whose one certificate expires at a known instant.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["metrics.test".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2031, 5, 6);
+    let cert = params.self_signed(&key).unwrap();
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    let resp = server.request("PUT", "/certificates/site", &[], Some(pem.as_bytes()));
+    assert_eq!(resp.status, 200, "{resp}");
+
+    let body = server.get("/metrics").body;
+    let (samples, types) = parse(&body);
+    for (step, n) in [("invalid", 1.0), ("precondition", 1.0), ("apply", 1.0)] {
+        let refused = sample(
+            &samples,
+            "wharf_config_changes_refused_total",
+            &[("step", step)],
+        );
+        assert_eq!(refused, Some(n), "{step}: {body}");
+    }
+    let reloaded = sample(&samples, "wharf_config_last_reload_timestamp_seconds", &[]);
+    assert!(reloaded.is_some_and(|t| t >= before.floor()), "{body}");
+    assert_eq!(
+        types["wharf_tls_certificate_expiry_timestamp_seconds"],
+        "gauge"
+    );
+    // 2031-05-06T00:00:00Z.
+    let expiry = sample(
+        &samples,
+        "wharf_tls_certificate_expiry_timestamp_seconds",
+        &[("certificate", "site")],
+    );
+    assert_eq!(expiry, Some(1_935_792_000.0), "{body}");
+}

@@ -22,6 +22,7 @@ use crate::error::{CertificateError, ChangeError, RestartError};
 use crate::generation::Generation;
 use crate::http::Settings;
 use crate::listeners::{Listeners, Prepared};
+use crate::metrics::reloads::{Refusal, Reloads};
 use crate::runtime::Runtime;
 use crate::store::{HistoryEntry, Store, StoredGeneration};
 use crate::tls::{Bundle, Certificates, Sessions};
@@ -75,6 +76,7 @@ pub struct Controller {
     certificates: ArcSwap<Certificates>,
     /// TLS session caches and ticket keys, kept across changes.
     sessions: Sessions,
+    reloads: Reloads,
 }
 
 impl Controller {
@@ -101,6 +103,7 @@ impl Controller {
             settings: Arc::new(ArcSwap::from_pointee(Settings::default())),
             certificates: ArcSwap::from_pointee(Certificates::default()),
             sessions: Sessions::default(),
+            reloads: Reloads::default(),
         };
         controller.restore_certificates()?;
         let Some(stored) = controller.store.latest()? else {
@@ -153,6 +156,11 @@ impl Controller {
     /// The uploaded bundles.
     pub fn certificates(&self) -> Arc<Certificates> {
         self.certificates.load_full()
+    }
+
+    /// What the control plane counts of its changes, for `/metrics`.
+    pub fn reloads(&self) -> &Reloads {
+        &self.reloads
     }
 
     /// Checks and durably stores a new bundle `name`; Unit never overwrites one.
@@ -238,6 +246,7 @@ impl Controller {
         self.listeners
             .activate(listeners, handler_for, &self.settings)
             .await;
+        self.reloads.succeeded();
     }
 
     /// Stops the data plane (at exit).
@@ -284,7 +293,28 @@ impl Controller {
             .await
     }
 
+    /// Counts what `apply_in_turn` refuses, by the step that refused it.
     async fn apply(
+        &self,
+        origin: ChangeOrigin,
+        precondition: &Precondition,
+        edit: impl FnOnce(&mut Value) -> Result<(), ChangeError>,
+        if_unchanged: IfUnchanged,
+    ) -> Result<Arc<Published>, ChangeError> {
+        let result = self
+            .apply_in_turn(origin, precondition, edit, if_unchanged)
+            .await;
+        if let Err(e) = &result {
+            self.reloads.refused(match e {
+                ChangeError::Edit(_) | ChangeError::Invalid(_) => Refusal::Invalid,
+                ChangeError::PreconditionFailed { .. } => Refusal::Precondition,
+                ChangeError::Apply(_) | ChangeError::Store(_) => Refusal::Apply,
+            });
+        }
+        result
+    }
+
+    async fn apply_in_turn(
         &self,
         origin: ChangeOrigin,
         precondition: &Precondition,
@@ -346,6 +376,11 @@ impl Controller {
     /// in flight finish on the old instances, which retire after them. If the module no
     /// longer loads, the old instances keep serving.
     pub async fn restart(&self, name: &str) -> Result<(), RestartError> {
+        let result = self.restart_in_turn(name).await;
+        self.count_restart(result)
+    }
+
+    async fn restart_in_turn(&self, name: &str) -> Result<(), RestartError> {
         let _turn = self.changes.lock().await;
         let current = self.current();
         let spec = application_spec(&current, name)?;
@@ -359,6 +394,19 @@ impl Controller {
     /// Swaps in an application's module if its file now holds different bytes (`watch`);
     /// says whether it did. An unchanged file (only touched, say) changes nothing.
     pub async fn reload_if_changed(&self, name: &str) -> Result<bool, RestartError> {
+        let result = self.reload_in_turn(name).await;
+        self.count_restart(result)
+    }
+
+    /// Counts a module that no longer loads; an unknown name is the caller's mistake.
+    fn count_restart<T>(&self, result: Result<T, RestartError>) -> Result<T, RestartError> {
+        if let Err(RestartError::Failed(_)) = &result {
+            self.reloads.refused(Refusal::Apply);
+        }
+        result
+    }
+
+    async fn reload_in_turn(&self, name: &str) -> Result<bool, RestartError> {
         let _turn = self.changes.lock().await;
         let current = self.current();
         let spec = application_spec(&current, name)?;
@@ -388,6 +436,7 @@ impl Controller {
             tree: current.tree.clone(),
             running,
         }));
+        self.reloads.succeeded();
     }
 
     /// The tree of a kept generation, parsed.

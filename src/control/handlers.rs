@@ -226,7 +226,14 @@ fn metrics(request: &Request, state: &ControlState) -> Reply {
         .unwrap_or(Format::Text);
     let current = state.controller.current();
     let apps: Vec<_> = current.running.application_counts().collect();
-    let body = metrics::render(accept, &state.stats, current.number, &apps);
+    let certificates = state.controller.certificates();
+    let control = metrics::ControlPlane {
+        generation: current.number,
+        apps: &apps,
+        reloads: state.controller.reloads(),
+        certificates: &certificates,
+    };
+    let body = metrics::render(accept, &state.stats, &control);
     Reply::text(accept.content_type(), body)
 }
 

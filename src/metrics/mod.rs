@@ -6,6 +6,7 @@
 //! Like `/status`, it is built on demand at scrape time; nothing on the request path
 //! knows about the format.
 
+pub mod reloads;
 pub mod requests;
 pub mod text;
 
@@ -14,29 +15,77 @@ use std::collections::BTreeMap;
 use crate::counter::Counter;
 use crate::http::ConnectionStats;
 use crate::runtime::InstanceCounts;
+use crate::tls::Certificates;
+use reloads::{Refusal, Reloads};
 use requests::{BUCKETS, Counts};
 use text::{Encoder, Format, Kind};
 
-/// The exposition of everything, in `format`: `generation` is the running generation's
-/// number, `apps` its applications' instance counts (`Generation::application_counts`).
-pub fn render(
-    format: Format,
-    stats: &ConnectionStats,
-    generation: u64,
-    apps: &[(&str, InstanceCounts)],
-) -> String {
+/// What a scrape reads of the control plane.
+pub struct ControlPlane<'a> {
+    /// The running generation's number.
+    pub generation: u64,
+    /// Its applications' instance counts (`Generation::application_counts`).
+    pub apps: &'a [(&'a str, InstanceCounts)],
+    pub reloads: &'a Reloads,
+    pub certificates: &'a Certificates,
+}
+
+/// The exposition of everything, in `format`.
+pub fn render(format: Format, stats: &ConnectionStats, control: &ControlPlane<'_>) -> String {
     let mut e = Encoder::new(format);
     http_requests(&mut e);
     connections(&mut e, stats);
-    instances(&mut e, apps);
+    instances(&mut e, control.apps);
+    config(&mut e, control);
+    certificates(&mut e, control.certificates);
+    e.finish()
+}
+
+fn config(e: &mut Encoder, control: &ControlPlane<'_>) {
     e.family(
         "wharf_config_generation",
         Kind::Gauge,
         None,
         "The number of the configuration generation that runs.",
     );
-    e.sample("", &[], generation);
-    e.finish()
+    e.sample("", &[], control.generation);
+    e.family(
+        "wharf_config_changes_refused_total",
+        Kind::Counter,
+        None,
+        "Configuration changes and application restarts refused, by the step that refused \
+         them (invalid, precondition, apply); what ran before goes on running.",
+    );
+    for why in Refusal::ALL {
+        e.sample(
+            "",
+            &[("step", why.label())],
+            control.reloads.refused_count(why),
+        );
+    }
+    e.family(
+        "wharf_config_last_reload_timestamp_seconds",
+        Kind::Gauge,
+        Some("seconds"),
+        "When what serves last changed (a change, a restart, a module reloaded), in Unix \
+         seconds; absent until the first.",
+    );
+    if let Some(seconds) = control.reloads.last_success_seconds() {
+        e.sample("", &[], seconds);
+    }
+}
+
+fn certificates(e: &mut Encoder, certificates: &Certificates) {
+    e.family(
+        "wharf_tls_certificate_expiry_timestamp_seconds",
+        Kind::Gauge,
+        Some("seconds"),
+        "When each uploaded bundle stops being valid (its chain's earliest notAfter), in \
+         Unix seconds.",
+    );
+    for (name, bundle) in certificates.iter() {
+        e.sample("", &[("certificate", name)], bundle.expires() as f64);
+    }
 }
 
 fn http_requests(e: &mut Encoder) {

@@ -42,6 +42,8 @@ pub struct Bundle {
     key: Arc<CertifiedKey>,
     /// The leaf's common names and DNS alternative names, lower case, for SNI.
     names: Vec<String>,
+    /// When the first certificate of the chain to expire does, in Unix seconds.
+    expires: i64,
     description: Value,
 }
 
@@ -68,6 +70,7 @@ impl Bundle {
         let mut described = Vec::with_capacity(chain.len());
         let mut names = Vec::new();
         let mut key_type = String::new();
+        let mut expires = i64::MAX;
         for (index, der) in chain.iter().enumerate() {
             let (_, cert) =
                 X509Certificate::from_der(der).map_err(|e| BundleError::Certificate {
@@ -85,6 +88,7 @@ impl Bundle {
                     .map(str::to_ascii_lowercase)
                     .collect();
             }
+            expires = expires.min(cert.validity().not_after.timestamp());
             described.push(describe_certificate(&cert, &alt_names));
         }
         let signing_key = default_provider()
@@ -103,6 +107,7 @@ impl Bundle {
             pem: pem.to_vec(),
             key: Arc::new(certified),
             names,
+            expires,
             description: json!({"key": key_type, "chain": described}),
         })
     }
@@ -118,6 +123,12 @@ impl Bundle {
     /// The names the leaf is valid for (CN and DNS SANs, wildcards as written).
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// The Unix time at which the bundle stops being valid: its chain's earliest
+    /// `notAfter`, since an expired intermediate fails a handshake as surely as the leaf.
+    pub fn expires(&self) -> i64 {
+        self.expires
     }
 
     /// Unit's description: `{"key": ..., "chain": [...]}`.

@@ -23,6 +23,13 @@ impl Certificates {
         self.bundles.contains_key(name)
     }
 
+    /// Every bundle, by name in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Bundle>)> {
+        self.bundles
+            .iter()
+            .map(|(name, bundle)| (name.as_str(), bundle))
+    }
+
     /// This set with `bundle` added as `name`.
     pub fn with(&self, name: &str, bundle: Arc<Bundle>) -> Self {
         let mut bundles = self.bundles.clone();
