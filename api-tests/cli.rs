@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -29,6 +30,90 @@ fn version_prints_the_version_and_exits_0() {
         text.contains(env!("CARGO_PKG_VERSION")),
         "--version must print {}: {out:?}",
         env!("CARGO_PKG_VERSION")
+    );
+}
+
+/// What unitctl reads from a process title (`unitd_cmd.rs`): the version between
+/// `unit: main v` and ` [`, and the words inside the brackets.
+fn parse_unit_title(title: &str) -> Option<(String, Vec<String>)> {
+    let inner = title.strip_prefix("unit: main v")?.strip_suffix(']')?;
+    let (version, cmd) = inner.split_once(" [")?;
+    Some((
+        version.to_owned(),
+        cmd.split_ascii_whitespace().map(str::to_owned).collect(),
+    ))
+}
+
+/// unitctl's `get_flag_value`: the word after `--name`, unless it is a flag itself.
+fn unit_flag_value(words: &[String], name: &str) -> Option<String> {
+    let flag = format!("--{name}");
+    let at = words.iter().position(|word| *word == flag)?;
+    words.get(at + 1).filter(|v| !v.starts_with("--")).cloned()
+}
+
+#[test]
+fn unit_tools_find_the_server_and_its_socket_by_the_process_title_and_version() {
+    let server = Server::builder().arg("--log").arg("wharf.log").start();
+    let pid = server.pid();
+    // unitctl keeps processes whose name (the kernel's `comm`) is `unitd`.
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).expect("read comm");
+    assert_eq!(
+        comm.trim_end(),
+        "unitd",
+        "the process name Unit's tools look for"
+    );
+    // ... and parses the first word of the command line as Unit's main process title.
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");
+    let title = String::from_utf8_lossy(&cmdline)
+        .split('\0')
+        .find(|word| !word.is_empty())
+        .map(str::to_owned)
+        .expect("a title");
+    let (version, words) =
+        parse_unit_title(&title).unwrap_or_else(|| panic!("not a Unit title: {title:?}"));
+    assert_eq!(version, "1.35.0", "{title}");
+    let control = unit_flag_value(&words, "control").expect("the title names --control");
+    let socket = control
+        .strip_prefix("unix:")
+        .unwrap_or_else(|| panic!("a unix socket: {control}"));
+    assert!(
+        Path::new(socket).is_absolute(),
+        "a tool in another directory must reach the socket: {title}"
+    );
+    assert_eq!(Path::new(socket), server.sock(), "{title}");
+    assert_eq!(
+        unit_flag_value(&words, "log").as_deref(),
+        Some("wharf.log"),
+        "the rest of the command line is kept: {title}"
+    );
+    let state = unit_flag_value(&words, "state").expect("the title names --state");
+    assert!(Path::new(&state).is_absolute(), "{title}");
+    // The socket the title names is the control API.
+    let mut conn = Conn::open(Path::new(socket)).expect("connect to the title's socket");
+    let status = conn
+        .request("GET", "/status", &[], None)
+        .expect("GET /status");
+    assert_eq!(status.status, 200, "{status}");
+
+    // `--version` on stderr, as unitctl reads `unitd --version`.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_bin(&["--version".into()], dir.path());
+    assert!(out.status.success(), "{out:?}");
+    let version_line = out
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("unit version: "));
+    assert_eq!(version_line, Some("1.35.0"), "{out:?}");
+    let configure = out
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("configured as ./configure "))
+        .unwrap_or_else(|| panic!("no `configured as ./configure` line: {out:?}"));
+    assert!(
+        configure
+            .split_ascii_whitespace()
+            .any(|option| option.starts_with("--control=unix:")),
+        "the default control socket is among the configure options: {configure}"
     );
 }
 

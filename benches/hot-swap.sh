@@ -12,5 +12,6 @@ cd "$repo"
 benches/prepare.sh
 
 work=$(mktemp -d)
-trap 'pkill -f -- "--statedir $work/state" 2>/dev/null || true; rm -rf "$work"' EXIT
+# The process title names the state dir as `--state DIR` (docs/operations.md).
+trap 'pkill -f -- "--state $work/state" 2>/dev/null || true; rm -rf "$work"' EXIT
 python3 benches/hot_swap.py target/release/wharf target/wasm/hello.wasm "$work" "$@"

@@ -8,7 +8,8 @@
 //! serves, `access_log` the record of them, `runtime` the Wasm engine and guests,
 //! `listeners` and `http` the data plane (`tls`: its TLS and the certificate bundles), `control`
 //! the API, `status` the counters (`counter`: how they are kept), `metrics` their
-//! Prometheus exposition, `watch` the module files
+//! Prometheus exposition, `process_title` how the process shows itself to Unit's
+//! tools, `watch` the module files
 //! that swap themselves in, `error` the errors of a change. `docs/architecture.md` has
 //! the map.
 
@@ -27,6 +28,7 @@ pub mod listeners;
 pub mod log_file;
 pub mod metrics;
 pub mod privileges;
+pub mod process_title;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;

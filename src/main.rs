@@ -22,14 +22,18 @@ use wharf::http::ConnectionStats;
 use wharf::listeners::Listeners;
 use wharf::log_file::LogFile;
 use wharf::privileges::{self, Identity};
+use wharf::process_title;
 use wharf::runtime::Runtime;
 use wharf::store::Store;
 use wharf::watch;
 
 /// A WebAssembly application server that speaks NGINX Unit's control API.
 #[derive(Debug, Parser)]
-#[command(name = "wharf", version, about)]
+#[command(name = "wharf", version, about, disable_version_flag = true)]
 struct Cli {
+    /// Print the version; on stderr also the lines Unit's tools read from `unitd --version`
+    #[arg(short = 'V', long)]
+    version: bool,
     /// Control API address: unix:/path, ip:port or [ipv6]:port [default: unix:STATEDIR/control.sock]
     #[arg(long, value_name = "ADDRESS")]
     control: Option<ControlAddress>,
@@ -40,7 +44,7 @@ struct Cli {
     #[arg(
         long,
         value_name = "DIR",
-        default_value = "wharf-state",
+        default_value = DEFAULT_STATEDIR,
         alias = "state"
     )]
     statedir: PathBuf,
@@ -82,6 +86,21 @@ struct Cli {
     drain_timeout: u64,
 }
 
+const DEFAULT_STATEDIR: &str = "wharf-state";
+
+impl Cli {
+    /// Where the control API listens: `--control`, or a socket in the state dir.
+    fn control_address(&self) -> ControlAddress {
+        self.control
+            .clone()
+            .unwrap_or_else(|| default_control(&self.statedir))
+    }
+}
+
+fn default_control(statedir: &Path) -> ControlAddress {
+    ControlAddress::Unix(statedir.join("control.sock"))
+}
+
 // Request handling allocates many small, short-lived objects across threads; mimalloc
 // does that markedly cheaper than glibc's allocator (see docs/performance.md).
 #[global_allocator]
@@ -96,6 +115,10 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if cli.version {
+        print_version();
+        return std::process::ExitCode::SUCCESS;
+    }
     let log_file = match init_logging(cli.log.as_deref()) {
         Ok(log_file) => log_file,
         Err(e) => {
@@ -103,6 +126,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // Before any thread exists (see `process_title::set`).
+    if let Err(e) = process_title::set(&title(&cli)) {
+        tracing::warn!(
+            "the process title was not set, so Unit's tools will not find this server: {e}"
+        );
+    }
     // Before any thread exists: credentials and capabilities are per thread, and the
     // runtimes' threads inherit the main thread's.
     if let Err(e) = run_as_user(&cli) {
@@ -147,6 +176,49 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `wharf --version`: Wharf's own line on stdout, and on stderr the two lines unitd
+/// prints there, with the built-in defaults as its `./configure` options.
+fn print_version() {
+    println!("wharf {}", env!("CARGO_PKG_VERSION"));
+    let statedir = Path::new(DEFAULT_STATEDIR);
+    eprint!(
+        "{}",
+        process_title::version_lines(&[
+            ("statedir", statedir.display().to_string()),
+            ("control", default_control(statedir).to_string()),
+        ])
+    );
+}
+
+/// Unit's main process title for this server: the control address and state dir it
+/// uses, as absolute paths so a tool in another directory reaches them, then the rest
+/// of the command line as given.
+fn title(cli: &Cli) -> String {
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let control = match cli.control_address() {
+        ControlAddress::Unix(path) => ControlAddress::Unix(absolute(&path)),
+        tcp @ ControlAddress::Tcp(_) => tcp,
+    };
+    let mut args = std::env::args_os();
+    let argv0 = args
+        .next()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "wharf".to_owned());
+    let rest: Vec<_> = args.collect();
+    // `--state` is what Unit's tools read; Wharf takes it as an alias of `--statedir`.
+    let mut flags = vec![
+        "--control".to_owned(),
+        control.to_string(),
+        "--state".to_owned(),
+        absolute(&cli.statedir).display().to_string(),
+    ];
+    flags.extend(process_title::without_options(
+        &rest,
+        &["control", "statedir", "state"],
+    ));
+    process_title::title(&argv0, &flags)
 }
 
 /// `--user`/`--group`: prepares the state dir for that user (creating it owned by them
@@ -254,9 +326,7 @@ async fn run(
     tokio::spawn(watch::run(Arc::downgrade(&controller)));
 
     let (owner, group) = control_owner(&cli)?;
-    let address = cli
-        .control
-        .unwrap_or_else(|| ControlAddress::Unix(cli.statedir.join("control.sock")));
+    let address = cli.control_address();
     let listener = ControlListener::bind(&address, cli.control_mode, owner, group)?;
     let socket_path = listener.socket_path().map(Path::to_path_buf);
     let server = listener.serve(Arc::clone(&controller), Arc::clone(&stats))?;
