@@ -6,7 +6,12 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::harness::{Conn, Server, assert_done, guest_app, listener_key};
+use std::time::Duration;
+
+use crate::harness::{
+    Conn, Server, Wat, assert_done, fetch, guest_app, listener_key, path_str, wait_until, wasm_app,
+    write_file,
+};
 
 /// One sample: its name and labels (sorted), and its value.
 type Samples = BTreeMap<(String, Vec<(String, String)>), f64>;
@@ -272,4 +277,141 @@ fn refused_changes_reload_time_and_certificate_expiry_are_exported() {
         &[("certificate", "site")],
     );
     assert_eq!(expiry, Some(1_935_792_000.0), "{body}");
+}
+
+/// A handler that runs `hostile` on requests with a body and answers others normally.
+fn misbehaving_on_post(hostile: &str) -> Wat {
+    Wat::with_handler(&format!(
+        "
+    (if (i32.ne (i32.load offset=80 (local.get $addr)) (i32.const 0))
+      (then {hostile}))
+    (if (call $first_call (local.get $addr))
+      (then (call $respond (local.get $addr))))
+    (i32.const 0)"
+    ))
+}
+
+#[test]
+fn stopped_guests_the_wait_queue_and_where_compiled_code_came_from_are_exported() {
+    let mut server = Server::start();
+    let dir = server.dir().to_owned();
+    let module = |name: &str, hostile: &str| {
+        let wat = misbehaving_on_post(hostile).render();
+        path_str(&write_file(&dir, name, wat.as_bytes()))
+    };
+    let bomb = module(
+        "bomb.wasm",
+        "(loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))",
+    );
+    let trap = module("trap.wasm", "(unreachable)");
+    let spin = module("spin.wasm", "(loop $spin (br $spin))");
+    let app = |module: &str, limits: serde_json::Value| {
+        let mut app = wasm_app(module);
+        app["limits"] = limits;
+        app["processes"] = json!(1);
+        app
+    };
+    let keys: Vec<String> = (0..4).map(|_| listener_key()).collect();
+    let config = json!({
+        "listeners": {
+            keys[0].clone(): {"pass": "applications/bomb"},
+            keys[1].clone(): {"pass": "applications/trap"},
+            keys[2].clone(): {"pass": "applications/spin"},
+            keys[3].clone(): {"pass": "applications/trap-again"}
+        },
+        "applications": {
+            "bomb": app(&bomb, json!({"memory": 64 << 20})),
+            "trap": app(&trap, json!({})),
+            // Long enough that a request queued behind it is seen waiting.
+            "spin": app(&spin, json!({"timeout": 10})),
+            "trap-again": app(&trap, json!({}))
+        }
+    });
+    server.load(&config);
+    let sample = |server: &Server, name: &str, pairs: &[(&str, &str)]| {
+        let (samples, _) = parse(&server.get("/metrics").body);
+        samples.get(&(name.to_owned(), labels(pairs))).copied()
+    };
+    // Three modules compiled; `trap-again` found `trap`'s code already loaded.
+    let loads = |server: &Server, source: &str| {
+        sample(server, "wharf_module_loads_total", &[("source", source)]).unwrap_or(-1.0)
+    };
+    assert!(
+        loads(&server, "compiled") >= 3.0,
+        "{}",
+        server.get("/metrics")
+    );
+    assert!(
+        loads(&server, "memory") >= 1.0,
+        "{}",
+        server.get("/metrics")
+    );
+
+    for key in &keys[..2] {
+        let resp = fetch(key, "POST", "/", &[], Some(b"x")).expect("a response");
+        assert_eq!(resp.status, 500, "{resp}");
+    }
+    let stopped = |server: &Server, app: &str, reason: &str| {
+        sample(
+            server,
+            "wharf_guest_requests_stopped_total",
+            &[("app", app), ("reason", reason)],
+        )
+    };
+    assert_eq!(stopped(&server, "bomb", "memory_limit"), Some(1.0));
+    assert_eq!(stopped(&server, "bomb", "trap"), Some(0.0));
+    assert_eq!(stopped(&server, "trap", "trap"), Some(1.0));
+    assert_eq!(stopped(&server, "trap", "memory_limit"), Some(0.0));
+    assert_eq!(stopped(&server, "trap-again", "trap"), Some(0.0));
+
+    // The spinner holds `spin`'s one instance; a GET behind it waits in the queue.
+    let spin_key = keys[2].clone();
+    let spinner = std::thread::spawn(move || fetch(&spin_key, "POST", "/", &[], Some(b"x")));
+    let active = |server: &Server| {
+        sample(
+            server,
+            "wharf_application_requests_active",
+            &[("app", "spin")],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || active(&server) == Some(1.0)),
+        "the spinner never took the instance:\n{}",
+        server.log()
+    );
+    let waiter_key = keys[2].clone();
+    let waiter = std::thread::spawn(move || fetch(&waiter_key, "GET", "/", &[], None));
+    let queued = |server: &Server| {
+        sample(
+            server,
+            "wharf_application_requests_queued",
+            &[("app", "spin")],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || queued(&server) == Some(1.0)),
+        "the GET was never seen queued: {:?}\n{}",
+        queued(&server),
+        server.log()
+    );
+    let spun = spinner.join().expect("spinner thread").expect("a response");
+    assert_eq!(spun.status, 503, "{spun}");
+    let _ = waiter.join().expect("waiter thread");
+    assert_eq!(queued(&server), Some(0.0));
+    assert!(
+        stopped(&server, "spin", "timeout").is_some_and(|n| n >= 1.0),
+        "{}",
+        server.get("/metrics")
+    );
+
+    // After a restart the compiled code comes from the cache on disk.
+    server.stop_with("TERM");
+    server.start_again();
+    assert!(loads(&server, "disk") >= 3.0, "{}", server.get("/metrics"));
+    assert_eq!(
+        loads(&server, "compiled"),
+        0.0,
+        "{}",
+        server.get("/metrics")
+    );
 }

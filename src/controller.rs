@@ -23,7 +23,7 @@ use crate::generation::Generation;
 use crate::http::Settings;
 use crate::listeners::{Listeners, Prepared};
 use crate::metrics::reloads::{Refusal, Reloads};
-use crate::runtime::Runtime;
+use crate::runtime::{CodeLoads, Runtime};
 use crate::store::{HistoryEntry, Store, StoredGeneration};
 use crate::tls::{Bundle, Certificates, Sessions};
 
@@ -161,6 +161,11 @@ impl Controller {
     /// What the control plane counts of its changes, for `/metrics`.
     pub fn reloads(&self) -> &Reloads {
         &self.reloads
+    }
+
+    /// Where loaded modules found their compiled code, for `/metrics`.
+    pub fn code_loads(&self) -> &CodeLoads {
+        self.runtime.code_loads()
     }
 
     /// Checks and durably stores a new bundle `name`; Unit never overwrites one.

@@ -1,9 +1,12 @@
 //! Counters that every data-plane thread bumps on every request and that only `/status`
 //! reads. One shared atomic would move its cache line from core to core on each bump,
 //! which costs more than the rest of the bookkeeping together; here each thread bumps a
-//! slot of its own (a cache line each) and a read adds the slots up.
+//! slot of its own (a cache line each) and a read adds the slots up. Also `Named`: the
+//! counters of things that come and go with the config, kept by name.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Slots per counter: threads beyond this share them, which is still correct.
 pub(crate) const SLOTS: usize = 16;
@@ -46,6 +49,43 @@ impl Counter {
     }
 }
 
+/// Counters by name, for as long as something holds them. What a generation builds
+/// takes its counters from here, so a reconfiguration that keeps a name keeps its counts
+/// (Prometheus counters must not go back), and a name no generation uses any more is
+/// dropped with the last one that used it.
+pub struct Named<K, V>(Mutex<BTreeMap<K, Weak<V>>>);
+
+impl<K: Ord, V> Named<K, V> {
+    pub const fn new() -> Self {
+        Self(Mutex::new(BTreeMap::new()))
+    }
+
+    /// The counters of `key`: the ones already counting if something holds them, else
+    /// new ones from `make`.
+    pub fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> Arc<V> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = map.get(&key).and_then(Weak::upgrade) {
+            return held;
+        }
+        map.retain(|_, counters| counters.strong_count() > 0);
+        let counters = Arc::new(make());
+        map.insert(key, Arc::downgrade(&counters));
+        counters
+    }
+
+    /// Every counter something still holds, in the order of their names.
+    pub fn all(&self) -> Vec<Arc<V>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter_map(Weak::upgrade).collect()
+    }
+}
+
+impl<K: Ord, V> Default for Named<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub(crate) fn slot_of_this_thread() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -57,7 +97,6 @@ pub(crate) fn slot_of_this_thread() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn bumps_from_many_threads_add_up_and_a_gauge_may_move_between_threads() {
@@ -92,5 +131,20 @@ mod tests {
         counter.increment();
         counter.increment();
         assert_eq!(counter.get(), 1);
+    }
+
+    #[test]
+    fn a_held_name_keeps_its_counters_and_a_dropped_one_starts_anew() {
+        let named: Named<&str, Counter> = Named::new();
+        let first = named.get_or_insert_with("a", Counter::default);
+        first.increment();
+        let again = named.get_or_insert_with("a", Counter::default);
+        assert!(Arc::ptr_eq(&first, &again));
+        let b = named.get_or_insert_with("b", Counter::default);
+        assert_eq!(named.all().len(), 2);
+        drop((first, again));
+        assert_eq!(named.all().len(), 1);
+        assert_eq!(named.get_or_insert_with("a", Counter::default).get(), 0);
+        drop(b);
     }
 }

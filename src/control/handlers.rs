@@ -232,6 +232,7 @@ fn metrics(request: &Request, state: &ControlState) -> Reply {
         apps: &apps,
         reloads: state.controller.reloads(),
         certificates: &certificates,
+        code_loads: state.controller.code_loads(),
     };
     let body = metrics::render(accept, &state.stats, &control);
     Reply::text(accept.content_type(), body)

@@ -1,7 +1,8 @@
 //! The `/metrics` exposition: what the data plane counts (`requests`: per application,
 //! listener and status), the connection counters that `/status` also reads, each
-//! application's instances, and the running generation, written in Prometheus's text
-//! format or OpenMetrics (`text`).
+//! application's instances, queue and stopped requests, where modules' compiled code
+//! came from, and the running generation, written in Prometheus's text format or
+//! OpenMetrics (`text`).
 //!
 //! Like `/status`, it is built on demand at scrape time; nothing on the request path
 //! knows about the format.
@@ -14,7 +15,8 @@ use std::collections::BTreeMap;
 
 use crate::counter::Counter;
 use crate::http::ConnectionStats;
-use crate::runtime::InstanceCounts;
+use crate::runtime::stops::{self, StopReason};
+use crate::runtime::{CodeLoads, CodeSource, InstanceCounts};
 use crate::tls::Certificates;
 use reloads::{Refusal, Reloads};
 use requests::{BUCKETS, Counts};
@@ -28,6 +30,7 @@ pub struct ControlPlane<'a> {
     pub apps: &'a [(&'a str, InstanceCounts)],
     pub reloads: &'a Reloads,
     pub certificates: &'a Certificates,
+    pub code_loads: &'a CodeLoads,
 }
 
 /// The exposition of everything, in `format`.
@@ -36,6 +39,8 @@ pub fn render(format: Format, stats: &ConnectionStats, control: &ControlPlane<'_
     http_requests(&mut e);
     connections(&mut e, stats);
     instances(&mut e, control.apps);
+    guests(&mut e);
+    code_loads(&mut e, control.code_loads);
     config(&mut e, control);
     certificates(&mut e, control.certificates);
     e.finish()
@@ -72,6 +77,35 @@ fn config(e: &mut Encoder, control: &ControlPlane<'_>) {
     );
     if let Some(seconds) = control.reloads.last_success_seconds() {
         e.sample("", &[], seconds);
+    }
+}
+
+fn guests(e: &mut Encoder) {
+    e.family(
+        "wharf_guest_requests_stopped_total",
+        Kind::Counter,
+        None,
+        "Requests whose guest was stopped, by application and reason: trap (a trap or a \
+         broken ABI call), memory_limit (limits.memory), timeout (limits.timeout).",
+    );
+    for app in stops::all() {
+        for reason in StopReason::ALL {
+            let labels = [("app", app.app.as_str()), ("reason", reason.label())];
+            e.sample("", &labels, app.get(reason));
+        }
+    }
+}
+
+fn code_loads(e: &mut Encoder, loads: &CodeLoads) {
+    e.family(
+        "wharf_module_loads_total",
+        Kind::Counter,
+        None,
+        "Modules and components loaded, by where their compiled code came from: memory \
+         (already loaded), disk (the compiled-module cache) or compiled (a cache miss).",
+    );
+    for source in CodeSource::ALL {
+        e.sample("", &[("source", source.label())], loads.get(source));
     }
 }
 
@@ -191,13 +225,23 @@ fn instances(e: &mut Encoder, counts: &[(&str, InstanceCounts)]) {
             e.sample("", &[("app", app), ("state", state)], n);
         }
     }
-    e.family(
-        "wharf_application_requests_active",
-        Kind::Gauge,
-        None,
-        "Requests an application's instances are serving.",
-    );
-    for (app, c) in counts {
-        e.sample("", &[("app", app)], c.active);
+    type PerApp = fn(&InstanceCounts) -> u64;
+    let gauges: [(&'static str, &str, PerApp); 2] = [
+        (
+            "wharf_application_requests_active",
+            "Requests an application's instances are serving.",
+            |c| c.active,
+        ),
+        (
+            "wharf_application_requests_queued",
+            "Requests waiting for one of an application's instances (at most limits.queue).",
+            |c| c.queued,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        e.family(name, Kind::Gauge, None, help);
+        for (app, c) in counts {
+            e.sample("", &[("app", app)], value(c));
+        }
     }
 }

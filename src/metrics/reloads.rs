@@ -31,7 +31,7 @@ impl Refusal {
 
 #[derive(Debug, Default)]
 pub struct Reloads {
-    refused: [AtomicU64; 3],
+    refused: [AtomicU64; Refusal::ALL.len()],
     /// Milliseconds since the Unix epoch; 0 until the first.
     last_success_millis: AtomicU64,
 }

@@ -4,16 +4,14 @@
 //!
 //! A series is one (application, listener) pair. A generation resolves its pairs to
 //! series once, when it is built, so a request finds its series by two indexes and no
-//! lookup; series live in one registry by name, so a reconfiguration that keeps a pair
-//! keeps its counts (Prometheus counters must not go back), and a pair no generation
-//! uses any more is dropped with the last generation that used it.
+//! lookup; series are kept by name (`counter::Named`), so a reconfiguration that keeps a
+//! pair keeps its counts.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::counter::{SLOTS, slot_of_this_thread};
+use crate::counter::{Named, SLOTS, slot_of_this_thread};
 
 /// The status codes counted one by one: every code a response can have.
 pub const CODES: std::ops::RangeInclusive<u16> = 100..=599;
@@ -110,33 +108,19 @@ pub struct Counts {
     pub nanos: u64,
 }
 
-type Registry = Mutex<HashMap<(String, String), Weak<Series>>>;
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::default)
-}
+static SERIES: Named<(String, String), Series> = Named::new();
 
 /// The series of (`app`, `listener`), the one already counting if some generation uses
 /// it. `app` is empty for requests no application served (`return`, `share`, `proxy`, errors).
 pub fn series(app: &str, listener: &str) -> Arc<Series> {
-    let mut registry = registry().lock().unwrap_or_else(|e| e.into_inner());
-    let key = (app.to_owned(), listener.to_owned());
-    if let Some(series) = registry.get(&key).and_then(Weak::upgrade) {
-        return series;
-    }
-    registry.retain(|_, series| series.strong_count() > 0);
-    let series = Arc::new(Series::new(app, listener));
-    registry.insert(key, Arc::downgrade(&series));
-    series
+    SERIES.get_or_insert_with((app.to_owned(), listener.to_owned()), || {
+        Series::new(app, listener)
+    })
 }
 
 /// Every series some generation still uses, sorted by application and listener.
 pub fn all() -> Vec<Arc<Series>> {
-    let registry = registry().lock().unwrap_or_else(|e| e.into_inner());
-    let mut all: Vec<_> = registry.values().filter_map(Weak::upgrade).collect();
-    all.sort_by(|a, b| (&a.app, &a.listener).cmp(&(&b.app, &b.listener)));
-    all
+    SERIES.all()
 }
 
 /// The series of each listener's requests, by application: index 0 is "no

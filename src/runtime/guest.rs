@@ -9,7 +9,6 @@
 //! once its head is out gets a task of its own, and only one found long-running is
 //! moved to the slow lane's threads (see `slow_lane`).
 
-use std::fmt::Display;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +20,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use wasmtime::{Store, UpdateDeadline};
 
+use super::limits::MemoryLimitExceeded;
 use super::slow_lane::{LONG_RUNNING_TICKS, SlowLane};
+use super::stops::{GuestStops, StopReason};
 use crate::http::{self, BodyError, Response};
 
 /// How a guest's part of a request ended.
@@ -77,6 +78,8 @@ pub async fn within<F: Future>(deadline: Option<Instant>, work: F) -> Result<F::
 pub enum Stopped {
     /// The guest failed (trapped, broke the ABI, ...); the whole cause.
     Failed(String),
+    /// The guest grew its memory past `limits.memory`; the whole cause.
+    OverMemory(String),
     TimedOut,
     /// The client's request body failed while the guest read it: the client's doing,
     /// answered for it by the connection; the instance, stopped mid-request, is not
@@ -85,9 +88,19 @@ pub enum Stopped {
 }
 
 impl Stopped {
+    /// The guest's failure `e`, told apart by its cause.
+    pub fn failed(e: &anyhow::Error) -> Self {
+        let why = format!("{e:#}");
+        if e.chain().any(|cause| cause.is::<MemoryLimitExceeded>()) {
+            Self::OverMemory(why)
+        } else {
+            Self::Failed(why)
+        }
+    }
+
     pub fn end(&self) -> GuestEnd {
         match self {
-            Self::Failed(_) | Self::Body(_) => GuestEnd::Failed,
+            Self::Failed(_) | Self::OverMemory(_) | Self::Body(_) => GuestEnd::Failed,
             Self::TimedOut => GuestEnd::TimedOut,
         }
     }
@@ -95,32 +108,49 @@ impl Stopped {
     /// What a client whose response is cut short is told.
     pub fn why(&self) -> String {
         match self {
-            Self::Failed(why) => why.clone(),
+            Self::Failed(why) | Self::OverMemory(why) => why.clone(),
             Self::TimedOut => TIMED_OUT.to_owned(),
             Self::Body(e) => e.to_string(),
         }
     }
 
-    pub fn log(&self, app: &str, timeout: Option<Duration>) {
+    /// The guest's share in it, if it has one.
+    fn reason(&self) -> Option<StopReason> {
         match self {
-            Self::Failed(why) => tracing::warn!(app = %app, "request failed in the guest: {why}"),
+            Self::Failed(_) => Some(StopReason::Trap),
+            Self::OverMemory(_) => Some(StopReason::MemoryLimit),
+            Self::TimedOut => Some(StopReason::Timeout),
+            Self::Body(_) => None,
+        }
+    }
+
+    /// Logs it and counts it against its application.
+    pub fn report(&self, stops: &GuestStops, timeout: Option<Duration>) {
+        let app = &stops.app;
+        match self {
+            Self::Failed(why) | Self::OverMemory(why) => {
+                tracing::warn!(app = %app, "request failed in the guest: {why}");
+            }
             Self::TimedOut => {
                 tracing::warn!(app = %app, "request stopped after limits.timeout ({timeout:?})");
             }
             Self::Body(e) => tracing::debug!(app = %app, "request body: {e}"),
+        }
+        if let Some(reason) = self.reason() {
+            stops.count(reason);
         }
     }
 }
 
 /// Runs a request's guest work under its deadline. On time-out the work's future is
 /// dropped mid-call: wasmtime unwinds the guest at its next epoch yield.
-pub async fn bounded<E: Display>(
+pub async fn bounded<E: Into<anyhow::Error>>(
     deadline: Option<Instant>,
     work: impl Future<Output = Result<(), E>>,
 ) -> Result<(), Stopped> {
     match within(deadline, work).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Stopped::Failed(format!("{e:#}"))),
+        Ok(Err(e)) => Err(Stopped::failed(&e.into())),
         Err(TimedOut) => Err(Stopped::TimedOut),
     }
 }

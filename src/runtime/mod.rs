@@ -2,7 +2,8 @@
 //! content hash and shared while some app runs it (`code`, and `artifact_cache` on
 //! disk), the guest contracts (`unit` for Unit's `wasm` type, `component` for
 //! `wasm-wasi-component`) and what both share: the guest driver (`guest`) with the slow
-//! lane (`slow_lane`), the WASI context (`wasi`) and the limits (`limits`).
+//! lane (`slow_lane`), the WASI context (`wasi`), the limits (`limits`) and the counts
+//! of requests stopped by them or by a trap (`stops`).
 
 pub mod artifact_cache;
 pub mod code;
@@ -11,12 +12,14 @@ pub mod engine;
 pub mod guest;
 pub mod limits;
 pub mod slow_lane;
+pub mod stops;
 pub mod unit;
 pub mod wasi;
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -70,10 +73,50 @@ pub struct InstanceCounts {
     pub idle: u64,
     /// Requests being served.
     pub active: u64,
+    /// Requests waiting for an instance (bounded by `limits.queue`).
+    pub queued: u64,
+}
+
+/// Where `Runtime::load` found a module's compiled code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeSource {
+    /// Already loaded in this process (another app, or the generation before, runs it).
+    Memory,
+    /// The compiled-module cache in the state dir.
+    Disk,
+    /// Neither: compiled now.
+    Compiled,
+}
+
+impl CodeSource {
+    pub const ALL: [CodeSource; 3] = [Self::Memory, Self::Disk, Self::Compiled];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Disk => "disk",
+            Self::Compiled => "compiled",
+        }
+    }
+}
+
+/// How many loads found their code where, since start.
+#[derive(Debug, Default)]
+pub struct CodeLoads([AtomicU64; CodeSource::ALL.len()]);
+
+impl CodeLoads {
+    fn count(&self, source: CodeSource) {
+        self.0[source as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, source: CodeSource) -> u64 {
+        self.0[source as usize].load(Ordering::Relaxed)
+    }
 }
 
 pub struct Runtime {
     engine: Engine,
+    loads: CodeLoads,
     unit_linkers: UnitLinkers,
     /// Compiled code by kind and content hash, shared by every app that runs it. Only
     /// weakly: code no app holds any more is gone, and its entry with it.
@@ -113,6 +156,7 @@ impl Runtime {
             engine,
             unit_linkers,
             compiled: Mutex::new(HashMap::new()),
+            loads: CodeLoads::default(),
             component_linker,
             slow_lane: Arc::new(SlowLane::start()?),
         })
@@ -128,6 +172,10 @@ impl Runtime {
 
     pub fn slow_lane(&self) -> &Arc<SlowLane> {
         &self.slow_lane
+    }
+
+    pub fn code_loads(&self) -> &CodeLoads {
+        &self.loads
     }
 
     /// Reads a module (or component) file and returns it compiled: from memory if this
@@ -148,11 +196,16 @@ impl Runtime {
             .ok()
             .and_then(|compiled| compiled.get(&key).and_then(Weak::upgrade));
         let code = match cached {
-            Some(code) => code,
+            Some(code) => {
+                self.loads.count(CodeSource::Memory);
+                code
+            }
             None => {
-                let code: K = self.compile_or_fetch(hash, bytes).await.with_context(|| {
-                    format!("failed to compile the {} `{}`", K::NOUN, path.display())
-                })?;
+                let (code, source): (K, _) =
+                    self.compile_or_fetch(hash, bytes).await.with_context(|| {
+                        format!("failed to compile the {} `{}`", K::NOUN, path.display())
+                    })?;
+                self.loads.count(source);
                 let code = Arc::new(code.into_code());
                 if let Ok(mut compiled) = self.compiled.lock() {
                     compiled.retain(|_, code| code.strong_count() > 0);
@@ -170,19 +223,19 @@ impl Runtime {
         &self,
         hash: ModuleHash,
         bytes: Vec<u8>,
-    ) -> anyhow::Result<T> {
+    ) -> anyhow::Result<(T, CodeSource)> {
         let engine = self.engine.clone();
         let artifacts = self.artifacts.clone();
         tokio::task::spawn_blocking(move || {
             let Some(artifacts) = artifacts else {
-                return T::compile(&engine, &bytes);
+                return Ok((T::compile(&engine, &bytes)?, CodeSource::Compiled));
             };
             let started = Instant::now();
             if let Some(verified) = artifacts.get(T::KIND, &hash) {
                 match T::deserialize(verified, &engine) {
                     Ok(code) => {
                         tracing::debug!(elapsed = ?started.elapsed(), "{} loaded from the cache", T::NOUN);
-                        return Ok(code);
+                        return Ok((code, CodeSource::Disk));
                     }
                     Err(e) => {
                         tracing::warn!(
@@ -199,7 +252,7 @@ impl Runtime {
                 Err(e) => tracing::warn!("compiled-module cache: cannot serialize: {e:#}"),
             }
             tracing::info!(elapsed = ?started.elapsed(), "{} compiled", T::NOUN);
-            Ok(code)
+            Ok((code, CodeSource::Compiled))
         })
         .await?
     }

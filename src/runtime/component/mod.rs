@@ -30,11 +30,14 @@ use self::spec::ComponentSpec;
 use super::guest::{self, Guest, GuestEnd, GuestTask, HeadSource, Rest};
 use super::limits::Limits;
 use super::slow_lane::SlowLane;
+use super::stops::{self, GuestStops};
 use super::{InstanceCounts, Runtime};
 use crate::http::{self, Request, Response};
 
 pub struct ComponentApp {
     name: Arc<str>,
+    /// Its stopped requests, counted by its name.
+    stops: Arc<GuestStops>,
     spec: ComponentSpec,
     pre: ProxyPre<ComponentHost>,
     engine: Engine,
@@ -92,6 +95,7 @@ impl ComponentApp {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{path}` failed to start"))?;
         Ok(Self {
+            stops: stops::of(&name),
             name,
             spec,
             pre,
@@ -102,7 +106,8 @@ impl ComponentApp {
         })
     }
 
-    /// One instance per request being served; a component keeps no idle instances.
+    /// One instance per request being served; a component keeps no idle instances,
+    /// and no request waits for one.
     pub fn counts(&self) -> InstanceCounts {
         let active = self.active.load(Ordering::Relaxed);
         InstanceCounts {
@@ -110,6 +115,7 @@ impl ComponentApp {
             starting: 0,
             idle: 0,
             active,
+            queued: 0,
         }
     }
 
@@ -147,7 +153,7 @@ impl ComponentApp {
             }
         };
         let pre = self.pre.clone();
-        let name = Arc::clone(&self.name);
+        let stops = Arc::clone(&self.stops);
         let timeout = self.limits.timeout;
         let active = ActiveRequest::start(&self.active);
         let task: GuestTask = Box::pin(async move {
@@ -163,7 +169,7 @@ impl ComponentApp {
             match guest::bounded(deadline, run).await {
                 Ok(()) => GuestEnd::Done,
                 Err(stopped) => {
-                    stopped.log(&name, timeout);
+                    stopped.report(&stops, timeout);
                     stopped.end()
                 }
             }

@@ -27,6 +27,7 @@ use self::spec::UnitAppSpec;
 use super::guest::{self, Guest, GuestEnd, GuestTask, HeadSource, Stopped, TimedOut, within};
 use super::limits::Limits;
 use super::slow_lane::SlowLane;
+use super::stops::StopReason;
 use super::{InstanceCounts, Runtime};
 use crate::http::host::push_ip;
 use crate::http::pipe::{PipeReader, ResponseHead};
@@ -122,6 +123,7 @@ impl WasmApp {
             }
             Err(TimedOut) => {
                 tracing::warn!(app = %self.name, "request timed out waiting for an instance");
+                self.pool.stops().count(StopReason::Timeout);
                 return http::error_response(503);
             }
         };
@@ -146,10 +148,10 @@ impl WasmApp {
                     return GuestEnd::Done;
                 }
                 Ok(Err(RunFailure::Body(e))) => Stopped::Body(e),
-                Ok(Err(RunFailure::Guest(e))) => Stopped::Failed(format!("{e:#}")),
+                Ok(Err(RunFailure::Guest(e))) => Stopped::failed(&e),
                 Err(TimedOut) => Stopped::TimedOut,
             };
-            stopped.log(lease.app(), timeout);
+            stopped.report(lease.stops(), timeout);
             let unfinished = lease.instance().and_then(UnitInstance::take_reply);
             drop(lease);
             if let Some(reply) = unfinished {

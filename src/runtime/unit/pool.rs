@@ -18,6 +18,7 @@ use crate::runtime::InstanceCounts;
 use crate::runtime::guest::{Guest, GuestEnd, GuestTask};
 use crate::runtime::limits::Limits;
 use crate::runtime::slow_lane::SlowLane;
+use crate::runtime::stops::{self, GuestStops};
 
 /// Unit's `processes`, read as instance counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +47,8 @@ impl Default for PoolSize {
 }
 
 pub struct InstancePool {
-    /// The app's name, for log lines.
-    name: Arc<str>,
+    /// The app's stopped requests, counted by its name.
+    stops: Arc<GuestStops>,
     engine: Engine,
     module: UnitModule,
     size: PoolSize,
@@ -90,7 +91,7 @@ impl InstancePool {
         slow_lane: Arc<SlowLane>,
     ) -> Arc<Self> {
         let pool = Arc::new(Self {
-            name,
+            stops: stops::of(&name),
             engine,
             module,
             size,
@@ -106,6 +107,11 @@ impl InstancePool {
             tokio::spawn(reap_idle(Arc::downgrade(&pool), timeout));
         }
         pool
+    }
+
+    /// The app's stopped-request counts.
+    pub fn stops(&self) -> &GuestStops {
+        &self.stops
     }
 
     /// Starts the spare instances (at least one) and keeps them idle: proves the module
@@ -237,6 +243,7 @@ impl InstancePool {
             starting: self.starting.load(Ordering::Relaxed),
             idle,
             active: busy,
+            queued: self.waiting.load(Ordering::Relaxed) as u64,
         }
     }
 }
@@ -252,9 +259,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The name of the app the instance belongs to.
-    pub fn app(&self) -> &str {
-        &self.pool.name
+    /// The stopped-request counts of the app the instance belongs to.
+    pub fn stops(&self) -> &GuestStops {
+        self.pool.stops()
     }
 
     pub fn instance(&mut self) -> Option<&mut UnitInstance> {
@@ -400,7 +407,8 @@ mod tests {
                 running: 1,
                 starting: 0,
                 idle: 1,
-                active: 0
+                active: 0,
+                queued: 0
             }
         );
 
@@ -415,7 +423,8 @@ mod tests {
                 running: 0,
                 starting: 0,
                 idle: 0,
-                active: 0
+                active: 0,
+                queued: 0
             }
         );
 
