@@ -150,6 +150,20 @@ fn metrics_count_requests_by_app_listener_and_code_with_bounded_labels() {
     assert_eq!(hist("_count", &[]), Some(50.0));
     assert_eq!(hist("_bucket", &[("le", "+Inf")]), Some(50.0));
     assert!(hist("_sum", &[]).is_some_and(|s| s > 0.0));
+    let guest_time = |app: &str| {
+        samples
+            .get(&(
+                "wharf_guest_cpu_seconds_total".to_owned(),
+                labels(&[("app", app)]),
+            ))
+            .copied()
+    };
+    assert_eq!(types["wharf_guest_cpu_seconds_total"], "counter");
+    assert!(
+        guest_time("hello").is_some_and(|s| s > 0.0),
+        "{}",
+        resp.body
+    );
 
     let accepted = samples[&("wharf_connections_accepted_total".to_owned(), vec![])];
     assert!(accepted >= 53.0, "{accepted}");
@@ -174,6 +188,111 @@ fn metrics_count_requests_by_app_listener_and_code_with_bounded_labels() {
             .count(),
         2
     );
+}
+
+#[test]
+fn bytes_received_and_sent_are_counted_as_framed_on_the_wire() {
+    use std::io::{Read, Write};
+
+    let server = Server::start();
+    let listener = listener_key();
+    server.load(&json!({
+        "listeners": {&listener: {"pass": "applications/hello"}},
+        "applications": {"hello": guest_app(server.dir(), "hello.wasm")}
+    }));
+    let bytes = |server: &Server| {
+        let (samples, types) = parse(&server.get("/metrics").body);
+        assert_eq!(types["wharf_http_received_bytes_total"], "counter");
+        assert_eq!(types["wharf_http_sent_bytes_total"], "counter");
+        let get = |name: &str| samples[&(name.to_owned(), vec![])];
+        (
+            get("wharf_http_received_bytes_total"),
+            get("wharf_http_sent_bytes_total"),
+        )
+    };
+    assert_eq!(
+        bytes(&server),
+        (0.0, 0.0),
+        "the control socket is not counted"
+    );
+
+    // Two requests on one connection, the first with a chunked body; the connection
+    // closes after the second, so everything either side wrote has been read.
+    let request: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5\r\nhello\r\n0\r\n\r\n\
+        GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut stream = std::net::TcpStream::connect(&listener).expect("connect");
+    stream.write_all(request).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read to the close");
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+
+    let (received, sent) = bytes(&server);
+    assert_eq!(received, request.len() as f64);
+    assert_eq!(sent, answer.len() as f64);
+}
+
+#[test]
+fn a_metrics_action_serves_the_exposition_on_a_listener_and_nothing_else() {
+    use std::io::{Read, Write};
+
+    let server = Server::start();
+    let listener = listener_key();
+    server.load(&json!({
+        "listeners": {&listener: {"pass": "routes"}},
+        "routes": [
+            {"match": {"uri": "/metrics"}, "action": {"metrics": true}},
+            {"action": {"pass": "applications/hello"}}
+        ],
+        "applications": {"hello": guest_app(server.dir(), "hello.wasm")}
+    }));
+    for _ in 0..3 {
+        let resp = fetch(&listener, "GET", "/app", &[], None).expect("a response");
+        assert_eq!(resp.status, 200, "{resp}");
+    }
+    // The control API is not reachable through the listener: its paths go to the app.
+    let resp = fetch(&listener, "GET", "/config", &[], None).expect("a response");
+    assert!(!resp.body.contains("listeners"), "{resp}");
+
+    let scraped = fetch(&listener, "GET", "/metrics", &[], None).expect("a response");
+    assert_eq!(scraped.status, 200, "{scraped}");
+    assert_eq!(
+        scraped.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let (samples, types) = parse(&scraped.body);
+    let hello = labels(&[("app", "hello"), ("listener", &listener), ("code", "200")]);
+    assert_eq!(
+        samples.get(&("wharf_http_requests_total".to_owned(), hello)),
+        Some(&4.0),
+        "{}",
+        scraped.body
+    );
+    // The same families as the control socket's /metrics, which also counts the scrape
+    // itself as one of the listener's requests that no application answered.
+    let (control, control_types) = parse(&server.get("/metrics").body);
+    assert_eq!(types, control_types);
+    let scrape = labels(&[("app", ""), ("listener", &listener), ("code", "200")]);
+    assert_eq!(
+        control.get(&("wharf_http_requests_total".to_owned(), scrape)),
+        Some(&1.0)
+    );
+
+    let accept = [("Accept", "application/openmetrics-text; version=1.0.0")];
+    let open = fetch(&listener, "GET", "/metrics", &accept, None).expect("a response");
+    assert!(open.body.ends_with("# EOF\n"), "{open}");
+    // HEAD: the head alone, up to the close.
+    let mut stream = std::net::TcpStream::connect(&listener).expect("connect");
+    stream
+        .write_all(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut head = String::new();
+    stream.read_to_string(&mut head).expect("read to the close");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "{head}");
+    let post = fetch(&listener, "POST", "/metrics", &[], Some(b"x")).expect("a response");
+    assert_eq!(post.status, 405, "{post}");
 }
 
 #[test]
@@ -366,6 +485,7 @@ fn stopped_guests_the_wait_queue_and_where_compiled_code_came_from_are_exported(
 
     // The spinner holds `spin`'s one instance; a GET behind it waits in the queue.
     let spin_key = keys[2].clone();
+    let spin_start = std::time::Instant::now();
     let spinner = std::thread::spawn(move || fetch(&spin_key, "POST", "/", &[], Some(b"x")));
     let active = |server: &Server| {
         sample(
@@ -397,7 +517,16 @@ fn stopped_guests_the_wait_queue_and_where_compiled_code_came_from_are_exported(
     let spun = spinner.join().expect("spinner thread").expect("a response");
     assert_eq!(spun.status, 503, "{spun}");
     let _ = waiter.join().expect("waiter thread");
+    let spin_wall = spin_start.elapsed().as_secs_f64();
     assert_eq!(queued(&server), Some(0.0));
+    // The spinner ran its guest for most of its 10 s; the time it (and the GET) waited
+    // does not count, so the guest time stays within the wall time.
+    let spin_time = sample(&server, "wharf_guest_cpu_seconds_total", &[("app", "spin")])
+        .expect("the spinner's guest time");
+    assert!(
+        (2.0..=spin_wall).contains(&spin_time),
+        "{spin_time} s of guest time in {spin_wall} s"
+    );
     assert!(
         stopped(&server, "spin", "timeout").is_some_and(|n| n >= 1.0),
         "{}",

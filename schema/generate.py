@@ -64,7 +64,7 @@ MSG_PERCENT = 'has an invalid percent-encoding; "%" must be followed by two hex 
 MSG_ADDR = ('is not a valid address pattern; use an IP address, range or CIDR block with an optional '
             '":port" or port range, "*:port", or "unix"')
 MSG_PASS = 'must be "applications/<name>", "routes", "routes/<name>" or "upstreams/<name>"'
-MSG_ACTIONS = '"pass", "return", "share" or "proxy"'
+MSG_ACTIONS = '"pass", "return", "share", "proxy" or "metrics"'
 
 def ref(name):
     return {"$ref": f"#/$defs/{name}"}
@@ -348,6 +348,12 @@ defs["action"] = {
                 "pattern": 'must be "http://<ipv4>:<port>", "http://[<ipv6>]:<port>" or "http://unix:/path"',
             },
         },
+        "metrics": {
+            "$comment": "Wharf's own: the metrics exposition, as the control socket's /metrics serves it.",
+            "type": "boolean",
+            "const": True,
+            "errorMessage": "must be true",
+        },
         "rewrite": {"type": "string"},
         "response_headers": {
             "type": "object",
@@ -371,21 +377,25 @@ defs["action"] = {
     },
     "allOf": [
         {
-            "anyOf": [{"required": [a]} for a in ["pass", "return", "share", "proxy"]],
+            "anyOf": [{"required": [a]} for a in ["pass", "return", "share", "proxy", "metrics"]],
             "errorMessage": f"must have one of {MSG_ACTIONS}",
         },
         {
             "$comment": "At most one action: each action rules out the ones after it, so two actions give one error.",
             "if": {"required": ["pass"]},
-            "then": {"properties": {a: ref("conflictingAction") for a in ["return", "share", "proxy"]}},
+            "then": {"properties": {a: ref("conflictingAction") for a in ["return", "share", "proxy", "metrics"]}},
         },
         {
             "if": {"required": ["return"]},
-            "then": {"properties": {a: ref("conflictingAction") for a in ["share", "proxy"]}},
+            "then": {"properties": {a: ref("conflictingAction") for a in ["share", "proxy", "metrics"]}},
         },
         {
             "if": {"required": ["share"]},
-            "then": {"properties": {"proxy": ref("conflictingAction")}},
+            "then": {"properties": {a: ref("conflictingAction") for a in ["proxy", "metrics"]}},
+        },
+        {
+            "if": {"required": ["proxy"]},
+            "then": {"properties": {"metrics": ref("conflictingAction")}},
         },
         {
             "if": {"required": ["return"]},

@@ -6,7 +6,7 @@
 //! store → publish. A change that fails at any step leaves the published snapshot and the
 //! store untouched; a change that leaves the tree as it was commits nothing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
@@ -23,6 +23,8 @@ use crate::generation::Generation;
 use crate::http::Settings;
 use crate::listeners::{Listeners, Prepared};
 use crate::metrics::reloads::{Refusal, Reloads};
+use crate::metrics::text::Format;
+use crate::metrics::{self, ControlPlane, Exposition};
 use crate::runtime::{CodeLoads, Runtime};
 use crate::store::{HistoryEntry, Store, StoredGeneration};
 use crate::tls::{Bundle, Certificates, Sessions};
@@ -77,6 +79,8 @@ pub struct Controller {
     /// TLS session caches and ticket keys, kept across changes.
     sessions: Sessions,
     reloads: Reloads,
+    /// This controller, as what the generations' `metrics` actions render.
+    exposition: Weak<dyn Exposition>,
 }
 
 impl Controller {
@@ -88,8 +92,8 @@ impl Controller {
         validator: ConfigValidator,
         runtime: Arc<Runtime>,
         listeners: Listeners,
-    ) -> anyhow::Result<Self> {
-        let controller = Self {
+    ) -> anyhow::Result<Arc<Self>> {
+        let controller = Arc::new_cyclic(|me: &Weak<Self>| Self {
             current: Arc::new(ArcSwap::from_pointee(Published {
                 number: 0,
                 tree: default_tree(),
@@ -104,7 +108,8 @@ impl Controller {
             certificates: ArcSwap::from_pointee(Certificates::default()),
             sessions: Sessions::default(),
             reloads: Reloads::default(),
-        };
+            exposition: me.clone(),
+        });
         controller.restore_certificates()?;
         let Some(stored) = controller.store.latest()? else {
             tracing::info!("fresh state dir: starting on the default configuration");
@@ -226,7 +231,7 @@ impl Controller {
         let plan = self
             .validate(&tree)
             .map_err(|e| format!("invalid configuration: {e}"))?;
-        let running = Generation::build(&plan, &self.runtime, None)
+        let running = Generation::build(&plan, &self.runtime, None, &self.exposition)
             .await
             .map_err(|e| format!("failed to apply: {e}"))?;
         let listeners = self
@@ -338,7 +343,8 @@ impl Controller {
         let mut tree = current.tree.clone();
         edit(&mut tree)?;
         let plan = self.validate(&tree)?;
-        let running = Generation::build(&plan, &self.runtime, Some(&current.running)).await?;
+        let previous = Some(&current.running);
+        let running = Generation::build(&plan, &self.runtime, previous, &self.exposition).await?;
         if if_unchanged == IfUnchanged::Skip && identical(&tree, &current.tree) {
             if !running.same_applications(&current.running) {
                 self.publish_running(&current, running);
@@ -480,11 +486,27 @@ impl Controller {
     }
 }
 
+impl Exposition for Controller {
+    fn render(&self, format: Format) -> String {
+        let current = self.current();
+        let apps: Vec<_> = current.running.application_counts().collect();
+        let certificates = self.certificates();
+        let control = ControlPlane {
+            generation: current.number,
+            apps: &apps,
+            reloads: &self.reloads,
+            certificates: &certificates,
+            code_loads: self.runtime.code_loads(),
+        };
+        metrics::render(format, self.listeners.stats(), &control)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    async fn controller(dir: &std::path::Path) -> Controller {
+    async fn controller(dir: &std::path::Path) -> Arc<Controller> {
         let store = Store::open(dir).expect("open store");
         let runtime = Arc::new(Runtime::new().expect("runtime"));
         let listeners = Listeners::new(tokio::runtime::Handle::current(), Arc::default());

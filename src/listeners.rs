@@ -64,6 +64,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// What the data plane's connections count.
+    pub fn stats(&self) -> &ConnectionStats {
+        &self.stats
+    }
+
     /// Listeners serve on `runtime`, the data plane's, and count into `stats`.
     pub fn new(runtime: Handle, stats: Arc<ConnectionStats>) -> Self {
         Self {

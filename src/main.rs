@@ -311,8 +311,7 @@ async fn run(
     });
     let stats = Arc::new(ConnectionStats::default());
     let listeners = Listeners::new(data_plane, Arc::clone(&stats));
-    let controller =
-        Arc::new(Controller::start(store, ConfigValidator::new()?, runtime, listeners).await?);
+    let controller = Controller::start(store, ConfigValidator::new()?, runtime, listeners).await?;
     if let Some(path) = &cli.config {
         let body = std::fs::read(path)
             .with_context(|| format!("failed to read the config file `{}`", path.display()))?;

@@ -16,7 +16,8 @@ use crate::controller::{ChangeOrigin, Controller, Precondition};
 use crate::dispatch::Published;
 use crate::error::{CertificateError, ChangeError, RestartError};
 use crate::http::{ConnectionStats, Request};
-use crate::metrics::{self, text::Format};
+use crate::metrics::Exposition as _;
+use crate::metrics::text::Format;
 use crate::status;
 
 /// What the control handlers share.
@@ -217,25 +218,8 @@ fn metrics(request: &Request, state: &ControlState) -> Reply {
     if Method::of(request) != Method::Get {
         return Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::INVALID_METHOD);
     }
-    let accept = request
-        .headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(b"accept"))
-        .map(|(_, value)| Format::from_accept(value))
-        .find(|format| *format == Format::OpenMetrics)
-        .unwrap_or(Format::Text);
-    let current = state.controller.current();
-    let apps: Vec<_> = current.running.application_counts().collect();
-    let certificates = state.controller.certificates();
-    let control = metrics::ControlPlane {
-        generation: current.number,
-        apps: &apps,
-        reloads: state.controller.reloads(),
-        certificates: &certificates,
-        code_loads: state.controller.code_loads(),
-    };
-    let body = metrics::render(accept, &state.stats, &control);
-    Reply::text(accept.content_type(), body)
+    let format = Format::negotiate(&request.headers);
+    Reply::text(format.content_type(), state.controller.render(format))
 }
 
 async fn control(request: &Request, state: &ControlState, rest: &[&str]) -> Reply {

@@ -10,12 +10,13 @@
 mod serve;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::access_log::AccessLog;
 use crate::application::Application;
 use crate::config::model::Plan;
 use crate::error::ApplyError;
+use crate::metrics::Exposition;
 use crate::metrics::requests::ListenerSeries;
 use crate::routing::Router;
 use crate::routing::action::Pass;
@@ -39,6 +40,9 @@ pub struct Generation {
     access_log: Option<Arc<AccessLog>>,
     /// The TLS of each TLS listener, by address: what its next handshake uses.
     tls: Arc<HashMap<String, TlsListener>>,
+    /// What a route's `metrics` action renders: the control plane, weakly, since it
+    /// holds the generations.
+    exposition: Option<Weak<dyn Exposition>>,
 }
 
 impl Generation {
@@ -50,6 +54,7 @@ impl Generation {
             router: Arc::default(),
             access_log: None,
             tls: Arc::default(),
+            exposition: None,
         }
     }
 
@@ -58,6 +63,7 @@ impl Generation {
         plan: &Plan,
         runtime: &Runtime,
         previous: Option<&Generation>,
+        exposition: &Weak<dyn Exposition>,
     ) -> Result<Self, ApplyError> {
         let mut applications = Vec::with_capacity(plan.applications.len());
         for app in &plan.applications {
@@ -102,6 +108,7 @@ impl Generation {
                     .filter_map(|l| Some((l.address.clone(), l.tls.clone()?)))
                     .collect(),
             ),
+            exposition: Some(exposition.clone()),
         })
     }
 
@@ -122,6 +129,7 @@ impl Generation {
             router: Arc::clone(&self.router),
             access_log: self.access_log.clone(),
             tls: Arc::clone(&self.tls),
+            exposition: self.exposition.clone(),
         }
     }
 

@@ -2,10 +2,14 @@
 //! route, a rewrite or the access log needs the request's facts, then the app, then what
 //! the acting step says of the answer.
 
+use std::sync::Weak;
 use std::time::Instant;
 
-use crate::http::{self, Completion, Request, Response};
+use bytes::Bytes;
+
+use crate::http::{self, Completion, Request, Response, ResponseBody};
 use crate::metrics::requests::ListenerSeries;
+use crate::metrics::text::Format;
 use crate::routing::Outcome;
 use crate::routing::action::Pass;
 use crate::routing::request::RequestInfo;
@@ -75,6 +79,11 @@ impl Generation {
                 series.unserved().record(response.status, None);
                 response
             }
+            Outcome::Metrics => {
+                let response = self.metrics(&info);
+                series.unserved().record(response.status, None);
+                response
+            }
         };
         if let Some(action) = acted
             && action.has_response_headers()
@@ -86,5 +95,27 @@ impl Generation {
             .as_ref()
             .map(|log| log.completion(info, &response));
         (response, completion)
+    }
+
+    /// The metrics exposition, for a `metrics` action: GET and HEAD only (405 otherwise,
+    /// as a share answers), 503 if the control plane is gone (the server is stopping).
+    fn metrics(&self, request: &RequestInfo) -> Response {
+        let method = &request.method[..];
+        if method != b"GET" && method != b"HEAD" {
+            return http::error_response(405);
+        }
+        let Some(exposition) = self.exposition.as_ref().and_then(Weak::upgrade) else {
+            return http::error_response(503);
+        };
+        let format = Format::negotiate(&request.headers);
+        let body = exposition.render(format);
+        Response {
+            status: 200,
+            headers: vec![(
+                Bytes::from_static(b"Content-Type"),
+                Bytes::from_static(format.content_type().as_bytes()),
+            )],
+            body: ResponseBody::Full(Bytes::from(body)),
+        }
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout_at};
 
 use super::body::{BodyError, Piece, RequestBody};
+use super::counted::Counted;
 use super::deadline::Deadline;
 use super::decode::{BodyDecoder, Decoded};
 use super::encode::ResponseContext;
@@ -75,13 +76,13 @@ pub async fn serve_connection<R, W, H>(
     }
     let mut stop_signal = shutdown.clone();
     let connection = Connection {
-        reader,
+        reader: Counted::new(reader, &stats.received),
         deadline: Deadline::new(),
         stop: Box::pin(async move { shutdown_requested(&mut stop_signal).await }),
         stop_armed: false,
         rbuf: BytesMut::new(),
         spans: Vec::new(),
-        out: Output::new(writer, settings.send_timeout),
+        out: Output::new(Counted::new(writer, &stats.sent), settings.send_timeout),
         handler,
         settings,
         stats,

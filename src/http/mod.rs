@@ -16,6 +16,7 @@
 
 mod body;
 mod conn;
+mod counted;
 mod deadline;
 mod decode;
 mod encode;
@@ -250,6 +251,10 @@ pub struct ConnectionStats {
     pub closed: Counter,
     /// Request heads read.
     pub requests: Counter,
+    /// Bytes read from clients, after TLS decryption.
+    pub received: Counter,
+    /// Bytes written to clients, before TLS encryption.
+    pub sent: Counter,
 }
 
 impl ConnectionStats {

@@ -15,12 +15,19 @@ use std::collections::BTreeMap;
 
 use crate::counter::Counter;
 use crate::http::ConnectionStats;
-use crate::runtime::stops::{self, StopReason};
+use crate::runtime::guest_counts::{self, StopReason};
 use crate::runtime::{CodeLoads, CodeSource, InstanceCounts};
 use crate::tls::Certificates;
 use reloads::{Refusal, Reloads};
 use requests::{BUCKETS, Counts};
 use text::{Encoder, Format, Kind};
+
+/// What renders the whole exposition on demand: the control plane, which holds or
+/// reaches everything a scrape reads. The control socket's `/metrics` and a route's
+/// `metrics` action both go through it, so the two cannot differ.
+pub trait Exposition: Send + Sync {
+    fn render(&self, format: Format) -> String;
+}
 
 /// What a scrape reads of the control plane.
 pub struct ControlPlane<'a> {
@@ -88,11 +95,23 @@ fn guests(e: &mut Encoder) {
         "Requests whose guest was stopped, by application and reason: trap (a trap or a \
          broken ABI call), memory_limit (limits.memory), timeout (limits.timeout).",
     );
-    for app in stops::all() {
+    let apps = guest_counts::all();
+    for app in &apps {
         for reason in StopReason::ALL {
             let labels = [("app", app.app.as_str()), ("reason", reason.label())];
-            e.sample("", &labels, app.get(reason));
+            e.sample("", &labels, app.stops(reason));
         }
+    }
+    e.family(
+        "wharf_guest_cpu_seconds_total",
+        Kind::Counter,
+        Some("seconds"),
+        "Time guest code ran on Wharf's threads, by application: requests (host calls \
+         included) and instance starts and ends, as the wall time of each run slice.",
+    );
+    for app in &apps {
+        let labels = [("app", app.app.as_str())];
+        e.sample("", &labels, app.run_time().as_secs_f64());
     }
 }
 
@@ -174,40 +193,59 @@ fn http_requests(e: &mut Encoder) {
 }
 
 fn connections(e: &mut Encoder, stats: &ConnectionStats) {
-    let families: [(&'static str, Kind, &str, &Counter); 5] = [
+    let families: [(&'static str, Kind, Option<&str>, &str, &Counter); 7] = [
         (
             "wharf_connections_accepted_total",
             Kind::Counter,
+            None,
             "Data-plane connections accepted.",
             &stats.accepted,
         ),
         (
             "wharf_connections_closed_total",
             Kind::Counter,
+            None,
             "Data-plane connections closed.",
             &stats.closed,
         ),
         (
             "wharf_connections_open",
             Kind::Gauge,
+            None,
             "Open data-plane connections, idle ones included.",
             &stats.active,
         ),
         (
             "wharf_connections_idle",
             Kind::Gauge,
+            None,
             "Open data-plane connections waiting for their next request.",
             &stats.idle,
         ),
         (
             "wharf_http_request_heads_total",
             Kind::Counter,
+            None,
             "Request heads read (what /status counts as requests.total).",
             &stats.requests,
         ),
+        (
+            "wharf_http_received_bytes_total",
+            Kind::Counter,
+            Some("bytes"),
+            "HTTP bytes read from data-plane clients (after TLS decryption).",
+            &stats.received,
+        ),
+        (
+            "wharf_http_sent_bytes_total",
+            Kind::Counter,
+            Some("bytes"),
+            "HTTP bytes written to data-plane clients (before TLS encryption).",
+            &stats.sent,
+        ),
     ];
-    for (name, kind, help, counter) in families {
-        e.family(name, kind, None, help);
+    for (name, kind, unit, help, counter) in families {
+        e.family(name, kind, unit, help);
         e.sample("", &[], counter.get());
     }
 }

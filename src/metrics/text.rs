@@ -34,6 +34,18 @@ impl Format {
         }
     }
 
+    /// The format a request's `Accept` fields ask for: OpenMetrics if any names it.
+    pub fn negotiate<'a>(
+        headers: impl IntoIterator<Item = &'a (bytes::Bytes, bytes::Bytes)>,
+    ) -> Format {
+        headers
+            .into_iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(b"accept"))
+            .map(|(_, value)| Format::from_accept(value))
+            .find(|format| *format == Format::OpenMetrics)
+            .unwrap_or(Format::Text)
+    }
+
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",

@@ -1,6 +1,6 @@
-//! A step's `action`, compiled: where the request goes (`pass`), the answer it gets
-//! (`return`, with `location`) or the files it is served from (`share`, with its
-//! `fallback` action), plus the `rewrite` applied before it and the
+//! A step's `action`, compiled: where the request goes (`pass`, `proxy`), the answer it
+//! gets (`return`, with `location`; `metrics`, Wharf's own) or the files it is served
+//! from (`share`, with its `fallback` action), plus the `rewrite` applied before it and the
 //! `response_headers` applied to the response it produces.
 
 use bytes::Bytes;
@@ -59,6 +59,9 @@ pub enum Kind {
     },
     /// Forwarded to the server a `proxy` names.
     Proxy(Destination),
+    /// Answered with the metrics exposition (`"metrics": true`), so that Prometheus can
+    /// scrape a listener without reaching the control API.
+    Metrics,
 }
 
 /// A compiled `action`.
@@ -144,10 +147,15 @@ impl Action {
                 address,
                 names.proxy_timeouts,
             )))
+        } else if let Some(metrics) = value.get("metrics") {
+            if metrics != &Value::Bool(true) {
+                return Err(CompileError::new(format!("{at}/metrics"), "must be true"));
+            }
+            Kind::Metrics
         } else {
             return Err(CompileError::new(
                 at,
-                "must have \"pass\", \"return\", \"share\" or \"proxy\"",
+                "must have \"pass\", \"return\", \"share\", \"proxy\" or \"metrics\"",
             ));
         };
         Ok(Action {

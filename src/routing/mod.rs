@@ -98,6 +98,8 @@ pub enum Outcome {
     Respond(Response),
     /// Forward it (a `proxy` action, an `upstreams/<name>` pass).
     Proxy(Destination),
+    /// Answer with the metrics exposition (a `metrics` action).
+    Metrics,
 }
 
 /// Each listener's pass, by address. Looked up on every request: with a fast hasher,
@@ -312,6 +314,7 @@ impl Router {
                     }
                     Kind::Pass(next) => break next,
                     Kind::Proxy(destination) => return Outcome::Proxy(destination.clone()),
+                    Kind::Metrics => return Outcome::Metrics,
                     Kind::Share { share, fallback } => match share.serve(request, &self.mime) {
                         ShareOutcome::Respond(response) => return Outcome::Respond(response),
                         ShareOutcome::Miss(status) => match fallback {
@@ -408,7 +411,7 @@ mod tests {
         let mut acted = None;
         match router.route(&start, &mut info, &mut acted) {
             Outcome::Application(i) => (i as u16, None),
-            Outcome::Proxy(_) => (0, None),
+            Outcome::Proxy(_) | Outcome::Metrics => (0, None),
             Outcome::Respond(r) => (
                 r.status,
                 r.headers

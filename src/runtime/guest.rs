@@ -20,9 +20,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use wasmtime::{Store, UpdateDeadline};
 
+use super::guest_counts::{GuestCounts, StopReason};
 use super::limits::MemoryLimitExceeded;
 use super::slow_lane::{LONG_RUNNING_TICKS, SlowLane};
-use super::stops::{GuestStops, StopReason};
 use crate::http::{self, BodyError, Response};
 
 /// How a guest's part of a request ended.
@@ -125,8 +125,8 @@ impl Stopped {
     }
 
     /// Logs it and counts it against its application.
-    pub fn report(&self, stops: &GuestStops, timeout: Option<Duration>) {
-        let app = &stops.app;
+    pub fn report(&self, counts: &GuestCounts, timeout: Option<Duration>) {
+        let app = &counts.app;
         match self {
             Self::Failed(why) | Self::OverMemory(why) => {
                 tracing::warn!(app = %app, "request failed in the guest: {why}");
@@ -137,7 +137,7 @@ impl Stopped {
             Self::Body(e) => tracing::debug!(app = %app, "request body: {e}"),
         }
         if let Some(reason) = self.reason() {
-            stops.count(reason);
+            counts.count_stop(reason);
         }
     }
 }

@@ -3,16 +3,17 @@
 //! disk), the guest contracts (`unit` for Unit's `wasm` type, `component` for
 //! `wasm-wasi-component`) and what both share: the guest driver (`guest`) with the slow
 //! lane (`slow_lane`), the WASI context (`wasi`), the limits (`limits`) and the counts
-//! of requests stopped by them or by a trap (`stops`).
+//! of what guests did: requests stopped by them or by a trap, and run time
+//! (`guest_counts`).
 
 pub mod artifact_cache;
 pub mod code;
 pub mod component;
 pub mod engine;
 pub mod guest;
+pub mod guest_counts;
 pub mod limits;
 pub mod slow_lane;
-pub mod stops;
 pub mod unit;
 pub mod wasi;
 

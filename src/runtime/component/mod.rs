@@ -28,16 +28,16 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use self::host::ComponentHost;
 use self::spec::ComponentSpec;
 use super::guest::{self, Guest, GuestEnd, GuestTask, HeadSource, Rest};
+use super::guest_counts::{self, GuestCounts};
 use super::limits::Limits;
 use super::slow_lane::SlowLane;
-use super::stops::{self, GuestStops};
 use super::{InstanceCounts, Runtime};
 use crate::http::{self, Request, Response};
 
 pub struct ComponentApp {
     name: Arc<str>,
-    /// Its stopped requests, counted by its name.
-    stops: Arc<GuestStops>,
+    /// What its guests did, counted by its name.
+    counts: Arc<GuestCounts>,
     spec: ComponentSpec,
     pre: ProxyPre<ComponentHost>,
     engine: Engine,
@@ -95,7 +95,7 @@ impl ComponentApp {
             .map_err(anyhow::Error::from)
             .with_context(|| format!("`{path}` failed to start"))?;
         Ok(Self {
-            stops: stops::of(&name),
+            counts: guest_counts::of(&name),
             name,
             spec,
             pre,
@@ -153,7 +153,7 @@ impl ComponentApp {
             }
         };
         let pre = self.pre.clone();
-        let stops = Arc::clone(&self.stops);
+        let counts = Arc::clone(&self.counts);
         let timeout = self.limits.timeout;
         let active = ActiveRequest::start(&self.active);
         let task: GuestTask = Box::pin(async move {
@@ -166,10 +166,10 @@ impl ComponentApp {
                     .await
             };
             // Dropping the store after a time-out frees the instance.
-            match guest::bounded(deadline, run).await {
+            match guest::bounded(deadline, counts.timed(run)).await {
                 Ok(()) => GuestEnd::Done,
                 Err(stopped) => {
-                    stopped.report(&stops, timeout);
+                    stopped.report(&counts, timeout);
                     stopped.end()
                 }
             }

@@ -25,9 +25,9 @@ use self::layout::RequestHead;
 use self::pool::{CheckoutError, InstancePool, PoolSize};
 use self::spec::UnitAppSpec;
 use super::guest::{self, Guest, GuestEnd, GuestTask, HeadSource, Stopped, TimedOut, within};
+use super::guest_counts::StopReason;
 use super::limits::Limits;
 use super::slow_lane::SlowLane;
-use super::stops::StopReason;
 use super::{InstanceCounts, Runtime};
 use crate::http::host::push_ip;
 use crate::http::pipe::{PipeReader, ResponseHead};
@@ -123,7 +123,7 @@ impl WasmApp {
             }
             Err(TimedOut) => {
                 tracing::warn!(app = %self.name, "request timed out waiting for an instance");
-                self.pool.stops().count(StopReason::Timeout);
+                self.pool.guest_counts().count_stop(StopReason::Timeout);
                 return http::error_response(503);
             }
         };
@@ -135,9 +135,9 @@ impl WasmApp {
         let timeout = self.limits.timeout;
         let task: GuestTask = Box::pin(async move {
             let served = async {
-                match lease.instance() {
-                    Some(instance) => run(instance, request).await,
-                    None => Ok(()),
+                match lease.instance_and_counts() {
+                    (Some(instance), counts) => counts.timed(run(instance, request)).await,
+                    (None, _) => Ok(()),
                 }
             };
             // On time-out the unreleased lease discards the instance the guest was
@@ -151,7 +151,7 @@ impl WasmApp {
                 Ok(Err(RunFailure::Guest(e))) => Stopped::failed(&e),
                 Err(TimedOut) => Stopped::TimedOut,
             };
-            stopped.report(lease.stops(), timeout);
+            stopped.report(lease.guest_counts(), timeout);
             let unfinished = lease.instance().and_then(UnitInstance::take_reply);
             drop(lease);
             if let Some(reply) = unfinished {

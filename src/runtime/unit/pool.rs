@@ -16,9 +16,9 @@ use crate::counter::Counter;
 use super::instance::{UnitInstance, UnitModule};
 use crate::runtime::InstanceCounts;
 use crate::runtime::guest::{Guest, GuestEnd, GuestTask};
+use crate::runtime::guest_counts::{self, GuestCounts};
 use crate::runtime::limits::Limits;
 use crate::runtime::slow_lane::SlowLane;
-use crate::runtime::stops::{self, GuestStops};
 
 /// Unit's `processes`, read as instance counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +47,8 @@ impl Default for PoolSize {
 }
 
 pub struct InstancePool {
-    /// The app's stopped requests, counted by its name.
-    stops: Arc<GuestStops>,
+    /// What the app's guests did, counted by its name.
+    counts: Arc<GuestCounts>,
     engine: Engine,
     module: UnitModule,
     size: PoolSize,
@@ -91,7 +91,7 @@ impl InstancePool {
         slow_lane: Arc<SlowLane>,
     ) -> Arc<Self> {
         let pool = Arc::new(Self {
-            stops: stops::of(&name),
+            counts: guest_counts::of(&name),
             engine,
             module,
             size,
@@ -109,9 +109,9 @@ impl InstancePool {
         pool
     }
 
-    /// The app's stopped-request counts.
-    pub fn stops(&self) -> &GuestStops {
-        &self.stops
+    /// What the app's guests did.
+    pub fn guest_counts(&self) -> &GuestCounts {
+        &self.counts
     }
 
     /// Starts the spare instances (at least one) and keeps them idle: proves the module
@@ -148,8 +148,9 @@ impl InstancePool {
         let limit = self.limits.start_timeout();
         for instance in instances {
             let long_running = instance.long_running();
+            let counts = Arc::clone(&self.counts);
             let hooks: GuestTask = Box::pin(async move {
-                if tokio::time::timeout(limit, instance.retire())
+                if tokio::time::timeout(limit, counts.timed(instance.retire()))
                     .await
                     .is_err()
                 {
@@ -209,9 +210,11 @@ impl InstancePool {
                 self.starting.fetch_add(1, Ordering::Relaxed);
                 // Boxed: instantiating is rare, and its future would otherwise make
                 // every checkout (and every request's future) kilobytes larger.
-                let started =
-                    tokio::time::timeout(limit, Box::pin(self.module.instantiate(&self.engine)))
-                        .await;
+                let started = tokio::time::timeout(
+                    limit,
+                    Box::pin(self.counts.timed(self.module.instantiate(&self.engine))),
+                )
+                .await;
                 self.starting.fetch_sub(1, Ordering::Relaxed);
                 Box::new(
                     started
@@ -259,13 +262,18 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The stopped-request counts of the app the instance belongs to.
-    pub fn stops(&self) -> &GuestStops {
-        self.pool.stops()
+    /// What the guests of the app the instance belongs to did.
+    pub fn guest_counts(&self) -> &GuestCounts {
+        self.pool.guest_counts()
     }
 
     pub fn instance(&mut self) -> Option<&mut UnitInstance> {
         self.instance.as_deref_mut()
+    }
+
+    /// The instance, next to the counts its guest work adds to.
+    pub fn instance_and_counts(&mut self) -> (Option<&mut UnitInstance>, &GuestCounts) {
+        (self.instance.as_deref_mut(), &self.pool.counts)
     }
 
     /// Returns the instance to the pool for the next request, or retires it (its end
