@@ -37,5 +37,6 @@ mod routing;
 mod serving;
 mod static_files;
 mod status;
+mod telemetry;
 mod tls;
 mod uris;

@@ -579,6 +579,39 @@ defs["settings"] = {
     "properties": {
         "http": ref("httpSettings"),
         "js_module": {"type": ["string", "array"], "items": {"type": "string"}},
+        "telemetry": ref("telemetry"),
+    },
+}
+defs["telemetry"] = {
+    "description": "Unit's OpenTelemetry tracing: a span per request, exported in batches over OTLP.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["endpoint", "protocol"],
+    "properties": {
+        "endpoint": {
+            "description": "The collector's URL: for http the whole traces URL (http://host:4318/v1/traces), for grpc the server (http://host:4317).",
+            "type": "string",
+            "pattern": "^[Hh][Tt][Tt][Pp]://[^/?#\\s]+(?:/[^\\s]*)?$",
+            "errorMessage": {
+                "type": "must be a URL",
+                "pattern": "must be an http:// URL with a host (https:// collectors are not supported yet)",
+            },
+        },
+        "protocol": {
+            "type": "string",
+            "pattern": "^(?:[Hh][Tt][Tt][Pp]|[Gg][Rr][Pp][Cc])$",
+            "errorMessage": 'must be "http" or "grpc"',
+        },
+        "batch_size": {
+            "description": "Spans per export; a batch also leaves after a second.",
+            "type": "integer", "minimum": 1, "maximum": 65536, "default": 128,
+            "errorMessage": "must be an integer from 1 to 65536",
+        },
+        "sampling_ratio": {
+            "description": "The share of traces that are recorded, by trace id, for requests that do not carry a sampling decision.",
+            "type": "number", "minimum": 0, "maximum": 1, "default": 1,
+            "errorMessage": "must be a number from 0 to 1",
+        },
     },
 }
 defs["timeoutSeconds"] = {"type": "integer", "minimum": 1, "maximum": SECONDS_MAX}

@@ -8,7 +8,8 @@
 //! serves, `access_log` the record of them, `runtime` the Wasm engine and guests,
 //! `listeners` and `http` the data plane (`tls`: its TLS and the certificate bundles), `control`
 //! the API, `status` the counters (`counter`: how they are kept), `metrics` their
-//! Prometheus exposition, `process_title` how the process shows itself to Unit's
+//! Prometheus exposition, `telemetry` the OpenTelemetry spans of requests,
+//! `process_title` how the process shows itself to Unit's
 //! tools, `watch` the module files
 //! that swap themselves in, `error` the errors of a change. `docs/architecture.md` has
 //! the map.
@@ -36,5 +37,6 @@ pub mod sockets;
 pub mod static_files;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod watch;

@@ -21,6 +21,7 @@ use crate::metrics::requests::ListenerSeries;
 use crate::routing::Router;
 use crate::routing::action::Pass;
 use crate::runtime::{InstanceCounts, Runtime};
+use crate::telemetry::Telemetry;
 use crate::tls::TlsListener;
 
 /// A listener's pass and the metrics of its requests.
@@ -43,6 +44,8 @@ pub struct Generation {
     /// What a route's `metrics` action renders: the control plane, weakly, since it
     /// holds the generations.
     exposition: Option<Weak<dyn Exposition>>,
+    /// `settings.telemetry`'s span pipeline, kept across changes that keep it.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Generation {
@@ -55,6 +58,7 @@ impl Generation {
             access_log: None,
             tls: Arc::default(),
             exposition: None,
+            telemetry: None,
         }
     }
 
@@ -84,6 +88,13 @@ impl Generation {
             }
             None => None,
         };
+        let telemetry = match &plan.telemetry {
+            Some(spec) => match previous.and_then(|g| g.telemetry.as_ref()) {
+                Some(running) if running.spec() == spec => Some(Arc::clone(running)),
+                _ => Some(Telemetry::start(spec).map_err(|e| ApplyError(e.to_string()))?),
+            },
+            None => None,
+        };
         let listeners = plan
             .passes
             .iter()
@@ -109,6 +120,7 @@ impl Generation {
                     .collect(),
             ),
             exposition: Some(exposition.clone()),
+            telemetry,
         })
     }
 
@@ -130,6 +142,7 @@ impl Generation {
             access_log: self.access_log.clone(),
             tls: Arc::clone(&self.tls),
             exposition: self.exposition.clone(),
+            telemetry: self.telemetry.clone(),
         }
     }
 

@@ -2,17 +2,18 @@
 //! route, a rewrite or the access log needs the request's facts, then the app, then what
 //! the acting step says of the answer.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::http::{self, Completion, Request, Response, ResponseBody};
+use crate::http::{self, Completion, Request, Response, ResponseBody, Sent};
 use crate::metrics::requests::ListenerSeries;
 use crate::metrics::text::Format;
 use crate::routing::Outcome;
 use crate::routing::action::Pass;
 use crate::routing::request::RequestInfo;
+use crate::telemetry::RequestSpan;
 
 use super::Generation;
 
@@ -26,7 +27,7 @@ impl Generation {
         };
         let (pass, series) = (&served.pass, &served.series);
         // The common case goes straight to the app, with nothing to derive or keep.
-        if let (Pass::Application(index), None) = (pass, &self.access_log) {
+        if let (Pass::Application(index), None, None) = (pass, &self.access_log, &self.telemetry) {
             let Some((_, app)) = self.applications.get(*index) else {
                 return (http::error_response(500), None);
             };
@@ -49,6 +50,8 @@ impl Generation {
         request: Request,
     ) -> (Response, Option<Completion>) {
         let mut info = RequestInfo::new(request);
+        let span = self.telemetry.as_ref().map(|t| t.begin(&info));
+        let mut app_name = None;
         let mut acted = None;
         let outcome = self.router.route(pass, &mut info, &mut acted);
         // Keep the request's fields only if something reads them after it is served.
@@ -60,9 +63,11 @@ impl Generation {
                 response
             }
             Outcome::Application(index) => match self.applications.get(index) {
-                Some((_, app)) => {
+                Some((name, app)) => {
+                    app_name = Some(name.as_str());
+                    let request = handed_on(info.take_request(keep), span.as_ref());
                     let started = Instant::now();
-                    let response = app.serve(info.take_request(keep)).await;
+                    let response = app.serve(request).await;
                     if let Some(series) = series.application(index) {
                         series.record(response.status, Some(started.elapsed()));
                     }
@@ -75,7 +80,8 @@ impl Generation {
                 }
             },
             Outcome::Proxy(destination) => {
-                let response = destination.forward(info.take_request(keep)).await;
+                let request = handed_on(info.take_request(keep), span.as_ref());
+                let response = destination.forward(request).await;
                 series.unserved().record(response.status, None);
                 response
             }
@@ -90,10 +96,27 @@ impl Generation {
         {
             action.apply_response_headers(response.status, &mut response.headers, &info);
         }
-        let completion = self
+        let logged = self
             .access_log
             .as_ref()
             .map(|log| log.completion(info, &response));
+        let completion = match (span, &self.telemetry) {
+            (Some(span), Some(telemetry)) => {
+                // Unit tells the client the span that served it; one a proxied server
+                // or another Wharf named is replaced by this one, its parent.
+                span.propagate(&mut response.headers);
+                let telemetry = Arc::clone(telemetry);
+                let app = app_name.map(str::to_owned);
+                let ended: Completion = Box::new(move |sent: &Sent| {
+                    if let Some(logged) = logged {
+                        logged(sent);
+                    }
+                    telemetry.end(span, sent, app.as_deref());
+                });
+                Some(ended)
+            }
+            _ => logged,
+        };
         (response, completion)
     }
 
@@ -118,4 +141,12 @@ impl Generation {
             body: ResponseBody::Full(Bytes::from(body)),
         }
     }
+}
+
+/// `request`, its `traceparent` naming the request's span if there is one.
+fn handed_on(mut request: Request, span: Option<&RequestSpan>) -> Request {
+    if let Some(span) = span {
+        span.propagate(&mut request.headers);
+    }
+    request
 }

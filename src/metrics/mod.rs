@@ -1,8 +1,8 @@
 //! The `/metrics` exposition: what the data plane counts (`requests`: per application,
 //! listener and status), the connection counters that `/status` also reads, each
 //! application's instances, queue and stopped requests, where modules' compiled code
-//! came from, and the running generation, written in Prometheus's text format or
-//! OpenMetrics (`text`).
+//! came from, the running generation and what became of the telemetry spans, written
+//! in Prometheus's text format or OpenMetrics (`text`).
 //!
 //! Like `/status`, it is built on demand at scrape time; nothing on the request path
 //! knows about the format.
@@ -17,6 +17,7 @@ use crate::counter::Counter;
 use crate::http::ConnectionStats;
 use crate::runtime::guest_counts::{self, StopReason};
 use crate::runtime::{CodeLoads, CodeSource, InstanceCounts};
+use crate::telemetry::ExportCounts;
 use crate::tls::Certificates;
 use reloads::{Refusal, Reloads};
 use requests::{BUCKETS, Counts};
@@ -50,6 +51,7 @@ pub fn render(format: Format, stats: &ConnectionStats, control: &ControlPlane<'_
     code_loads(&mut e, control.code_loads);
     config(&mut e, control);
     certificates(&mut e, control.certificates);
+    telemetry(&mut e);
     e.finish()
 }
 
@@ -112,6 +114,25 @@ fn guests(e: &mut Encoder) {
     for app in &apps {
         let labels = [("app", app.app.as_str())];
         e.sample("", &labels, app.run_time().as_secs_f64());
+    }
+}
+
+fn telemetry(e: &mut Encoder) {
+    let counts = ExportCounts::get();
+    e.family(
+        "wharf_telemetry_spans_total",
+        Kind::Counter,
+        None,
+        "Sampled request spans (settings.telemetry), by what became of them: exported (the \
+         collector took them), failed (in a batch the collector refused or did not answer \
+         in time), dropped (the export queue was full).",
+    );
+    for (outcome, count) in [
+        ("exported", counts.exported()),
+        ("failed", counts.failed()),
+        ("dropped", counts.dropped()),
+    ] {
+        e.sample("", &[("outcome", outcome)], count);
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::access_log;
 use crate::http;
 use crate::routing::{CompileError, ListenerPasses, Router};
+use crate::telemetry::TelemetrySpec;
 use crate::tls::{Certificates, Sessions, TlsListener};
 
 pub use apps::{AppKind, AppSpec};
@@ -36,6 +37,7 @@ pub struct Plan {
     pub access_log: Option<Arc<access_log::Spec>>,
     /// `settings.http`, with Unit's defaults for what is unset.
     pub http: http::Settings,
+    pub telemetry: Option<TelemetrySpec>,
 }
 
 /// One entry of `applications`.
@@ -100,6 +102,7 @@ impl Plan {
             passes: Arc::new(passes),
             access_log,
             http: settings::http(tree.pointer("/settings/http")),
+            telemetry: settings::telemetry(tree.pointer("/settings/telemetry")),
         })
     }
 }

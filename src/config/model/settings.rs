@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::http::Settings;
+use crate::telemetry::{DEFAULT_BATCH_SIZE, Protocol, TelemetrySpec};
 
 /// Unit's default listen backlog.
 pub const DEFAULT_BACKLOG: i32 = 511;
@@ -54,4 +55,30 @@ pub fn http(members: Option<&Value>) -> Settings {
         settings.discard_unsafe_fields = discard;
     }
     settings
+}
+
+/// `settings.telemetry`, which the schema has checked; `None` without one.
+pub fn telemetry(members: Option<&Value>) -> Option<TelemetrySpec> {
+    let telemetry = members?;
+    let protocol = match telemetry.get("protocol").and_then(Value::as_str) {
+        Some(p) if p.eq_ignore_ascii_case("grpc") => Protocol::Grpc,
+        _ => Protocol::Http,
+    };
+    Some(TelemetrySpec {
+        endpoint: telemetry
+            .get("endpoint")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        protocol,
+        batch_size: telemetry
+            .get("batch_size")
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(DEFAULT_BATCH_SIZE),
+        sampling_ratio: telemetry
+            .get("sampling_ratio")
+            .and_then(Value::as_f64)
+            .unwrap_or(1.0),
+    })
 }
