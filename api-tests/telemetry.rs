@@ -443,3 +443,24 @@ fn invalid_telemetry_settings_are_refused_with_their_paths() {
         assert!(said.starts_with(detail), "{telemetry}: {said}");
     }
 }
+
+#[test]
+fn a_graceful_stop_sends_the_spans_still_queued() {
+    let (endpoint, spans) = http_receiver();
+    let mut server = Server::start();
+    let key = listener_key();
+    // The default batch waits up to a second to fill; the stop must not wait for that.
+    server.load(&json!({
+        "settings": {"telemetry": {"endpoint": endpoint, "protocol": "http"}},
+        "listeners": {&key: {"pass": "applications/echo"}},
+        "applications": {"echo": wasm_app(&example_guest("echo"))}
+    }));
+    let resp = fetch(&key, "GET", "/last", &[], None).expect("a response");
+    assert_eq!(resp.status, 200);
+    let status = server.stop_with("QUIT");
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    // The receiver recorded the span before it answered the export the stop waited for.
+    let spans = spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 1, "{spans:?}\n{}", server.log());
+    assert_eq!(spans[0].attributes["url.path"], "/last");
+}

@@ -264,6 +264,18 @@ impl Controller {
         self.listeners.close_all().await;
     }
 
+    /// Sends the spans still queued for export, for at most `bound`.
+    pub async fn flush_telemetry(&self, bound: std::time::Duration) {
+        let current = self.current();
+        if let Some(telemetry) = current.running.telemetry()
+            && tokio::time::timeout(bound, telemetry.flush())
+                .await
+                .is_err()
+        {
+            tracing::warn!("telemetry: spans still queued after {bound:?} were not exported");
+        }
+    }
+
     /// The committed snapshot; never waits for a change in flight.
     pub fn current(&self) -> Arc<Published> {
         self.current.load_full()

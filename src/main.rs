@@ -87,6 +87,9 @@ struct Cli {
 }
 
 const DEFAULT_STATEDIR: &str = "wharf-state";
+/// How long a graceful stop waits, after the drain, for the telemetry spans still queued
+/// to reach the collector.
+const TELEMETRY_FLUSH_BOUND: Duration = Duration::from_secs(5);
 
 impl Cli {
     /// Where the control API listens: `--control`, or a socket in the state dir.
@@ -370,6 +373,7 @@ async fn run(
                 tracing::info!("{} received while draining, exiting now", again.name());
             }
         }
+        controller.flush_telemetry(TELEMETRY_FLUSH_BOUND).await;
     } else {
         tracing::info!("{} received, exiting", stop.name());
     }

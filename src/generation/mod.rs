@@ -156,6 +156,11 @@ impl Generation {
                 .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
     }
 
+    /// The span pipeline of `settings.telemetry`, if it is set.
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.telemetry.as_ref()
+    }
+
     /// The rustls config of the listener `address`, if it is a TLS listener.
     pub fn tls(&self, address: &str) -> Option<&Arc<rustls::ServerConfig>> {
         self.tls.get(address).map(|l| &l.config)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use super::{Protocol, TelemetrySpec};
@@ -90,36 +90,97 @@ pub(super) fn exporter(
     Ok(exporter)
 }
 
-/// Exports what arrives on `spans` until every sender is gone, then what is left.
+/// A request to export everything queued now; answered once it has been sent.
+pub(super) type Flush = oneshot::Sender<()>;
+
+/// Exports what arrives on `spans` until every sender is gone, then what is left; a
+/// request on `flushes` sends the queue at once, without waiting for batches to fill.
 pub(super) async fn run(
     exporter: opentelemetry_otlp::SpanExporter,
     mut spans: mpsc::Receiver<SpanData>,
+    mut flushes: mpsc::Receiver<Flush>,
     batch_size: usize,
 ) {
-    let mut last_failure_logged: Option<Instant> = None;
-    while let Some(first) = spans.recv().await {
+    let mut export = Export {
+        exporter,
+        last_failure_logged: None,
+    };
+    loop {
+        let first = tokio::select! {
+            span = spans.recv() => match span {
+                Some(span) => span,
+                None => return,
+            },
+            Some(flush) = flushes.recv() => {
+                export.all_queued(&mut spans, batch_size).await;
+                let _ = flush.send(());
+                continue;
+            }
+        };
         let mut batch = Vec::with_capacity(batch_size);
         batch.push(first);
         let deadline = Instant::now() + FLUSH_INTERVAL;
+        let mut flush = None;
         while batch.len() < batch_size {
-            match timeout_at(deadline, spans.recv()).await {
-                Ok(Some(span)) => batch.push(span),
-                Ok(None) | Err(_) => break,
+            tokio::select! {
+                span = timeout_at(deadline, spans.recv()) => match span {
+                    Ok(Some(span)) => batch.push(span),
+                    Ok(None) | Err(_) => break,
+                },
+                Some(asked) = flushes.recv() => {
+                    flush = Some(asked);
+                    break;
+                }
             }
         }
+        export.batch(batch).await;
+        if let Some(flush) = flush {
+            export.all_queued(&mut spans, batch_size).await;
+            let _ = flush.send(());
+        }
+    }
+}
+
+struct Export {
+    exporter: opentelemetry_otlp::SpanExporter,
+    last_failure_logged: Option<Instant>,
+}
+
+impl Export {
+    async fn batch(&mut self, batch: Vec<SpanData>) {
         let count = batch.len() as u64;
-        match exporter.export(batch).await {
+        match self.exporter.export(batch).await {
             Ok(()) => {
                 COUNTS.exported.fetch_add(count, Ordering::Relaxed);
             }
             Err(e) => {
                 COUNTS.failed.fetch_add(count, Ordering::Relaxed);
                 let now = Instant::now();
-                if last_failure_logged.is_none_or(|at| now - at >= FAILURE_LOG_INTERVAL) {
-                    last_failure_logged = Some(now);
+                if self
+                    .last_failure_logged
+                    .is_none_or(|at| now - at >= FAILURE_LOG_INTERVAL)
+                {
+                    self.last_failure_logged = Some(now);
                     tracing::warn!("telemetry: {count} spans were not exported: {e}");
                 }
             }
+        }
+    }
+
+    /// Sends what is queued right now, in batches.
+    async fn all_queued(&mut self, spans: &mut mpsc::Receiver<SpanData>, batch_size: usize) {
+        loop {
+            let mut batch = Vec::with_capacity(batch_size);
+            while batch.len() < batch_size {
+                match spans.try_recv() {
+                    Ok(span) => batch.push(span),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.batch(batch).await;
         }
     }
 }

@@ -21,7 +21,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::SpanData;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::http::{Request, Sent};
 use context::Incoming;
@@ -64,6 +64,7 @@ pub struct TelemetryError(String);
 pub struct Telemetry {
     spec: TelemetrySpec,
     queue: mpsc::Sender<SpanData>,
+    flushes: mpsc::Sender<export::Flush>,
 }
 
 impl Telemetry {
@@ -72,15 +73,31 @@ impl Telemetry {
     pub fn start(spec: &TelemetrySpec) -> Result<Arc<Self>, TelemetryError> {
         let exporter = export::exporter(spec).map_err(|e| TelemetryError(e.to_string()))?;
         let (queue, spans) = mpsc::channel(queue_capacity(spec.batch_size));
-        tokio::spawn(export::run(exporter, spans, spec.batch_size));
+        let (flushes, flush_requests) = mpsc::channel(1);
+        tokio::spawn(export::run(
+            exporter,
+            spans,
+            flush_requests,
+            spec.batch_size,
+        ));
         Ok(Arc::new(Self {
             spec: spec.clone(),
             queue,
+            flushes,
         }))
     }
 
     pub fn spec(&self) -> &TelemetrySpec {
         &self.spec
+    }
+
+    /// Exports every span queued so far, without waiting for batches to fill: for a
+    /// graceful stop, which would otherwise lose up to a second of spans.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.flushes.send(done).await.is_ok() {
+            let _ = flushed.await;
+        }
     }
 
     /// Starts the span of `request`: a child of the client's span if it sent a valid
