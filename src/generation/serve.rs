@@ -100,11 +100,14 @@ impl Generation {
             .access_log
             .as_ref()
             .map(|log| log.completion(info, &response));
+        // Unit tells the client the span that served it; one a proxied server or another
+        // Wharf named is replaced by this one, its parent.
+        if let Some(span) = &span {
+            span.propagate(&mut response.headers);
+        }
         let completion = match (span, &self.telemetry) {
-            (Some(span), Some(telemetry)) => {
-                // Unit tells the client the span that served it; one a proxied server
-                // or another Wharf named is replaced by this one, its parent.
-                span.propagate(&mut response.headers);
+            // A span that is not recorded has nothing left to do.
+            (Some(span), Some(telemetry)) if span.sampled() => {
                 let telemetry = Arc::clone(telemetry);
                 let app = app_name.map(str::to_owned);
                 let ended: Completion = Box::new(move |sent: &Sent| {

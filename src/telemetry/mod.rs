@@ -231,6 +231,11 @@ impl RequestSpan {
         headers.push((Bytes::from_static(b"traceparent"), self.traceparent()));
     }
 
+    /// Whether the span is recorded (and exported once it ends).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
     /// The `traceparent` naming this span.
     pub fn traceparent(&self) -> Bytes {
         context::format_traceparent(self.trace_id, self.span_id, self.sampled)
