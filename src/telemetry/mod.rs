@@ -45,7 +45,8 @@ pub enum Protocol {
     Grpc,
 }
 
-/// Unit's default `batch_size`.
+/// The `batch_size` when none is set (Wharf's choice: a batch every 128 recorded spans,
+/// or every second).
 pub const DEFAULT_BATCH_SIZE: usize = 128;
 
 /// Spans that may wait for export: a few batches, and at least a second's worth of a
