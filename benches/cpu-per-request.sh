@@ -22,22 +22,11 @@ source benches/lib.sh
 
 # cpu_per_request BINARY: µs of CPU per request, one run.
 cpu_per_request() {
-    local port state pid t0 t1 out requests
+    local port state
     port=$(free_port)
     state=$(mktemp -d -p "$work")
     hello_config "$port" >"$state/config.json"
-    "$1" --statedir "$state/state" --config "$state/config.json" 2>"$state/wharf.log" &
-    pid=$!
-    wait_for "http://127.0.0.1:$port/"
-    wrk -t2 -c64 -d3s "http://127.0.0.1:$port/" >/dev/null
-    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    out=$(wrk -t2 -c64 -d"${seconds}s" "http://127.0.0.1:$port/")
-    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
-    requests=$(awk '/requests in/ {print $1}' <<<"$out")
-    awk -v t0="$t0" -v t1="$t1" -v n="$requests" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN {printf "%.2f", (t1 - t0) / hz * 1e6 / n}'
+    cpu_per_request_with "$1" "$port" "$state/config.json"
 }
 
 a=() b=()

@@ -59,3 +59,23 @@ side_by_side() {
         { echo "the two servers answer different bodies" >&2; exit 1; }
     alternate rps req/s "$@"
 }
+
+# cpu_per_request_with BINARY PORT CONFIG: µs of the server's CPU (utime + stime from
+# /proc/PID/stat) per request of `wrk -t2 -c64` for $seconds, after 3 s of warm-up, with
+# BINARY serving CONFIG (a file; its directory gets the state dir and `wharf.log`).
+cpu_per_request_with() {
+    local dir pid t0 t1 out requests
+    dir=$(dirname "$3")
+    "$1" --statedir "$dir/state" --config "$3" 2>"$dir/wharf.log" &
+    pid=$!
+    wait_for "http://127.0.0.1:$2/"
+    wrk -t2 -c64 -d3s "http://127.0.0.1:$2/" >/dev/null
+    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    out=$(wrk -t2 -c64 -d"${seconds}s" "http://127.0.0.1:$2/")
+    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    awk -v t0="$t0" -v t1="$t1" -v n="$requests" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {printf "%.2f", (t1 - t0) / hz * 1e6 / n}'
+}

@@ -6,9 +6,8 @@
 #
 #   benches/telemetry-cost.sh [ROUNDS] [SECONDS]   (defaults: 4 rounds of 10 s)
 #
-# Each round starts this checkout's target/release/wharf once per setting, warms it up
-# with 3 s of `wrk -t2 -c64`, then reads its utime + stime from /proc/PID/stat around
-# SECONDS more and divides by the requests wrk completed.
+# Each round starts this checkout's target/release/wharf once per setting and measures
+# it as benches/cpu-per-request.sh does (`cpu_per_request_with` in benches/lib.sh).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-4}
@@ -52,25 +51,14 @@ print(json.dumps(tree))' "$2"
 
 # cpu_per_request RATIO: µs of CPU per request, one run.
 cpu_per_request() {
-    local port state pid t0 t1 out requests
+    local port state
     port=$(free_port)
     state=$(mktemp -d -p "$work")
     config "$port" "$1" >"$state/config.json"
-    target/release/wharf --statedir "$state/state" --config "$state/config.json" 2>"$state/wharf.log" &
-    pid=$!
-    wait_for "http://127.0.0.1:$port/"
-    wrk -t2 -c64 -d3s "http://127.0.0.1:$port/" >/dev/null
-    t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    out=$(wrk -t2 -c64 -d"${seconds}s" "http://127.0.0.1:$port/")
-    t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
+    cpu_per_request_with target/release/wharf "$port" "$state/config.json"
     if grep -q "not exported" "$state/wharf.log"; then
         echo "exports failed with ratio $1" >&2
     fi
-    requests=$(awk '/requests in/ {print $1}' <<<"$out")
-    awk -v t0="$t0" -v t1="$t1" -v n="$requests" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN {printf "%.2f", (t1 - t0) / hz * 1e6 / n}'
 }
 
 off=() none=() all=()
