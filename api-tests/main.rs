@@ -12,6 +12,7 @@
 
 mod harness;
 
+mod acme;
 mod cli;
 mod components;
 mod concurrency;

@@ -19,13 +19,13 @@ use serde_json::{Value, json};
 use crate::harness::{IO_TIMEOUT, Server, assert_done, assert_error, free_port};
 
 /// A test CA and the leaves it signs.
-struct TestCa {
-    pem: String,
+pub(crate) struct TestCa {
+    pub(crate) pem: String,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl TestCa {
-    fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -40,7 +40,7 @@ impl TestCa {
     }
 
     /// A bundle (leaf, CA, key) for `names`; the first is also the CN.
-    fn bundle(&self, names: &[&str]) -> String {
+    pub(crate) fn bundle(&self, names: &[&str]) -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params =
             rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -56,34 +56,39 @@ impl TestCa {
     }
 
     /// A client trusting only this CA; `tls12` restricts it to TLS 1.2.
-    fn client(&self, tls12: bool) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
-            &[&rustls::version::TLS12]
-        } else {
-            &[&rustls::version::TLS13, &rustls::version::TLS12]
-        };
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
+    pub(crate) fn client(&self, tls12: bool) -> Arc<ClientConfig> {
+        client_trusting(&self.pem, tls12)
     }
 }
 
+/// A client trusting only the certificates in `pem`; `tls12` restricts it to TLS 1.2.
+pub(crate) fn client_trusting(pem: &str, tls12: bool) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// One TLS client connection (keep-alive capable).
-struct TlsConn {
+pub(crate) struct TlsConn {
     stream: StreamOwned<ClientConnection, TcpStream>,
     buf: Vec<u8>,
 }
 
 impl TlsConn {
-    fn open(config: &Arc<ClientConfig>, port: u16, name: &str) -> io::Result<TlsConn> {
+    pub(crate) fn open(config: &Arc<ClientConfig>, port: u16, name: &str) -> io::Result<TlsConn> {
         let tcp = TcpStream::connect(("127.0.0.1", port))?;
         tcp.set_read_timeout(Some(IO_TIMEOUT))?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -112,12 +117,18 @@ impl TlsConn {
         cn.as_str().unwrap().to_owned()
     }
 
+    /// The leaf certificate the server presented, DER.
+    pub(crate) fn peer_leaf(&self) -> Vec<u8> {
+        let certs = self.stream.conn.peer_certificates().expect("a certificate");
+        certs[0].to_vec()
+    }
+
     fn resumed(&self) -> bool {
         self.stream.conn.handshake_kind() == Some(HandshakeKind::Resumed)
     }
 
     /// `GET target` with `Host: host`; returns the status and body.
-    fn get(&mut self, target: &str, host: &str) -> io::Result<(u16, String)> {
+    pub(crate) fn get(&mut self, target: &str, host: &str) -> io::Result<(u16, String)> {
         let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n");
         self.stream.write_all(request.as_bytes())?;
         self.stream.flush()?;

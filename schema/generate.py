@@ -580,7 +580,85 @@ defs["settings"] = {
         "http": ref("httpSettings"),
         "js_module": {"type": ["string", "array"], "items": {"type": "string"}},
         "telemetry": ref("telemetry"),
+        "acme": ref("acme"),
     },
+}
+defs["acme"] = {
+    "description": "Wharf extension: certificate bundles obtained and renewed from an ACME (RFC 8555) directory, proving each name with HTTP-01 on Wharf's own listeners.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["directory", "certificates"],
+    "properties": {
+        "directory": {
+            "description": "The directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory.",
+            "type": "string",
+            "pattern": "^[Hh][Tt][Tt][Pp][Ss]://[^/?#\\s]+(?:/[^\\s]*)?$",
+            "errorMessage": {"type": "must be a URL", "pattern": "must be an https:// URL with a host"},
+        },
+        "contact": {
+            "description": "The account's contact URIs (mailto:...), a string or an array.",
+            "type": ["string", "array"],
+            "pattern": "^[A-Za-z][A-Za-z0-9+.-]*:[^\\s]+$",
+            "items": {
+                "type": "string",
+                "pattern": "^[A-Za-z][A-Za-z0-9+.-]*:[^\\s]+$",
+                "errorMessage": "must be a URI such as mailto:ops@example.com",
+            },
+            "errorMessage": {
+                "type": "must be a URI or an array of URIs",
+                "pattern": "must be a URI such as mailto:ops@example.com",
+            },
+        },
+        "ca_certificate": {
+            "description": "A PEM file with the root certificate the directory's HTTPS server is checked against, instead of the system's roots (a private CA, or a test server such as pebble).",
+            "type": "string",
+            "minLength": 1,
+            "pattern": NO_NUL,
+            "errorMessage": {"minLength": "must not be empty", "pattern": "must not contain NUL characters"},
+        },
+        "certificates": {
+            "description": "The managed bundles: each name (as in /certificates and a listener's tls) and the names it is issued for.",
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {
+                "minLength": 1,
+                "pattern": "^[^/\\x00]+$",
+                "errorMessage": {"minLength": "must not be empty", "pattern": 'must not contain "/" or NUL characters'},
+            },
+            "additionalProperties": ref("acmeCertificate"),
+            "errorMessage": {"minProperties": "must name at least one bundle"},
+        },
+    },
+    "errorMessage": {"type": 'must be an object with "directory" and "certificates"'},
+}
+defs["acmeCertificate"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["names"],
+    "properties": {
+        "names": {
+            "description": "The DNS names the certificate is issued for; each must reach one of Wharf's plain listeners on port 80 (HTTP-01).",
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 100,
+            "uniqueItems": True,
+            "items": {
+                "type": "string",
+                "maxLength": 253,
+                "pattern": "^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+                "errorMessage": {
+                    "pattern": "must be a DNS name with at least one dot (wildcards need the DNS-01 challenge, which Wharf does not answer)",
+                    "maxLength": "must be at most 253 characters",
+                },
+            },
+            "errorMessage": {
+                "minItems": "must list at least one name",
+                "maxItems": "must list at most 100 names (the limit of public directories)",
+                "uniqueItems": "must not list a name twice",
+            },
+        },
+    },
+    "errorMessage": {"type": 'must be an object with "names"'},
 }
 defs["telemetry"] = {
     "description": "Unit's OpenTelemetry tracing: a span per request, exported in batches over OTLP.",

@@ -6,12 +6,16 @@
 //! store → publish. A change that fails at any step leaves the published snapshot and the
 //! store untouched; a change that leaves the tree as it was commits nothing.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
+use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::acme::{Acme, Install};
 use crate::application::Application;
 use crate::config::dialect;
 use crate::config::edit::identical;
@@ -27,7 +31,7 @@ use crate::metrics::text::Format;
 use crate::metrics::{self, ControlPlane, Exposition};
 use crate::runtime::{CodeLoads, Runtime};
 use crate::store::{HistoryEntry, Store, StoredGeneration};
-use crate::tls::{Bundle, Certificates, Sessions};
+use crate::tls::{Bundle, Certificates, LiveCertificates, Sessions};
 
 /// The tree a fresh state dir starts on, and the one Wharf falls back to.
 pub fn default_tree() -> Value {
@@ -74,8 +78,10 @@ pub struct Controller {
     runtime: Arc<Runtime>,
     listeners: Listeners,
     settings: Arc<ArcSwap<Settings>>,
-    /// The uploaded bundles; replaced whole, under the change lock.
-    certificates: ArcSwap<Certificates>,
+    /// The uploaded and the ACME-issued bundles; replaced whole, under the change lock.
+    certificates: LiveCertificates,
+    /// The renewal tasks of `settings.acme`'s bundles.
+    acme: Acme,
     /// TLS session caches and ticket keys, kept across changes.
     sessions: Sessions,
     reloads: Reloads,
@@ -100,12 +106,13 @@ impl Controller {
                 running: Generation::empty(),
             })),
             changes: Mutex::new(()),
-            store,
+            store: store.clone(),
             validator,
             runtime,
             listeners,
             settings: Arc::new(ArcSwap::from_pointee(Settings::default())),
-            certificates: ArcSwap::from_pointee(Certificates::default()),
+            certificates: LiveCertificates::default(),
+            acme: Acme::new(store.clone(), me.clone()),
             sessions: Sessions::default(),
             reloads: Reloads::default(),
             exposition: me.clone(),
@@ -154,13 +161,18 @@ impl Controller {
                 }
             }
         }
-        self.certificates.store(Arc::new(certificates));
+        self.certificates.replace(certificates);
         Ok(())
     }
 
-    /// The uploaded bundles.
+    /// The uploaded and issued bundles.
     pub fn certificates(&self) -> Arc<Certificates> {
         self.certificates.load_full()
+    }
+
+    /// `/status/acme`: the managed bundles' state; `None` when none is managed.
+    pub fn acme_report(&self) -> Option<Value> {
+        self.acme.report()
     }
 
     /// What the control plane counts of its changes, for `/metrics`.
@@ -192,19 +204,20 @@ impl Controller {
             .map_err(|e| CertificateError::Store(anyhow::anyhow!("the store task failed: {e}")))?
             .map_err(CertificateError::Store)?;
         self.certificates
-            .store(Arc::new(current.with(name, Arc::new(bundle))));
+            .replace(current.with(name, Arc::new(bundle)));
         tracing::info!(certificate = name, "certificate bundle uploaded");
         Ok(())
     }
 
-    /// Removes the bundle `name`, unless a listener of the current config names it.
+    /// Removes the bundle `name`, unless a listener of the current config names it or
+    /// `settings.acme` manages it.
     pub async fn delete_certificate(&self, name: &str) -> Result<(), CertificateError> {
         let _turn = self.changes.lock().await;
         let current = self.certificates();
         if !current.contains(name) {
             return Err(CertificateError::NotFound(name.to_owned()));
         }
-        if self.current().running.uses_certificate(name) {
+        if self.current().running.uses_certificate(name) || self.acme.manages(name) {
             return Err(CertificateError::InUse(name.to_owned()));
         }
         let store = self.store.clone();
@@ -213,15 +226,33 @@ impl Controller {
             .await
             .map_err(|e| CertificateError::Store(anyhow::anyhow!("the store task failed: {e}")))?
             .map_err(CertificateError::Store)?;
-        self.certificates.store(Arc::new(current.without(name)));
+        self.certificates.replace(current.without(name));
         tracing::info!(certificate = name, "certificate bundle deleted");
+        Ok(())
+    }
+
+    /// Installs a bundle ACME issued for `name`, replacing the one there: new handshakes
+    /// present it at once (listeners look their bundles up by name), established
+    /// connections go on.
+    async fn install_issued(&self, name: &str, pem: Vec<u8>) -> anyhow::Result<()> {
+        let bundle =
+            Bundle::parse(&pem).context("the issued certificate is not a usable bundle")?;
+        let _turn = self.changes.lock().await;
+        let store = self.store.clone();
+        let key = name.to_owned();
+        tokio::task::spawn_blocking(move || store.put_certificate(&key, &pem))
+            .await
+            .map_err(|e| anyhow::anyhow!("the store task failed: {e}"))??;
+        let current = self.certificates();
+        self.certificates
+            .replace(current.with(name, Arc::new(bundle)));
         Ok(())
     }
 
     /// Validates and compiles `tree` against the uploaded bundles.
     fn validate(&self, tree: &Value) -> Result<Plan, crate::config::validate::InvalidConfig> {
         self.validator
-            .validate(tree, &self.certificates.load(), &self.sessions)
+            .validate(tree, &self.certificates, &self.sessions)
     }
 
     /// Parses, validates, builds and publishes a stored generation; the error is the
@@ -231,9 +262,15 @@ impl Controller {
         let plan = self
             .validate(&tree)
             .map_err(|e| format!("invalid configuration: {e}"))?;
-        let running = Generation::build(&plan, &self.runtime, None, &self.exposition)
-            .await
-            .map_err(|e| format!("failed to apply: {e}"))?;
+        let running = Generation::build(
+            &plan,
+            &self.runtime,
+            None,
+            &self.exposition,
+            self.acme.challenges(),
+        )
+        .await
+        .map_err(|e| format!("failed to apply: {e}"))?;
         let listeners = self
             .listeners
             .prepare(&plan.listeners)
@@ -256,6 +293,7 @@ impl Controller {
         self.listeners
             .activate(listeners, handler_for, &self.settings)
             .await;
+        self.acme.configure(plan.acme.as_ref());
         self.reloads.succeeded();
     }
 
@@ -356,7 +394,14 @@ impl Controller {
         edit(&mut tree)?;
         let plan = self.validate(&tree)?;
         let previous = Some(&current.running);
-        let running = Generation::build(&plan, &self.runtime, previous, &self.exposition).await?;
+        let running = Generation::build(
+            &plan,
+            &self.runtime,
+            previous,
+            &self.exposition,
+            self.acme.challenges(),
+        )
+        .await?;
         if if_unchanged == IfUnchanged::Skip && identical(&tree, &current.tree) {
             if !running.same_applications(&current.running) {
                 self.publish_running(&current, running);
@@ -495,6 +540,20 @@ impl Controller {
             other => anyhow::anyhow!("{other}"),
         })?;
         Ok(())
+    }
+}
+
+impl Install for Controller {
+    fn bundle(&self, name: &str) -> Option<Arc<Bundle>> {
+        self.certificates.load().get(name).cloned()
+    }
+
+    fn install<'a>(
+        &'a self,
+        name: &'a str,
+        pem: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(self.install_issued(name, pem))
     }
 }
 

@@ -6,7 +6,8 @@
 //! it changes, `generation` what runs (`application`: each app in it), `dispatch` what
 //! requests are served by, `routing` where requests go, `static_files` the files `share`
 //! serves, `access_log` the record of them, `runtime` the Wasm engine and guests,
-//! `listeners` and `http` the data plane (`tls`: its TLS and the certificate bundles), `control`
+//! `listeners` and `http` the data plane (`tls`: its TLS and the certificate bundles;
+//! `acme`: the bundles Wharf obtains and renews itself), `control`
 //! the API, `status` the counters (`counter`: how they are kept), `metrics` their
 //! Prometheus exposition, `telemetry` the OpenTelemetry spans of requests,
 //! `process_title` how the process shows itself to Unit's
@@ -15,6 +16,7 @@
 //! the map.
 
 pub mod access_log;
+pub mod acme;
 pub mod application;
 pub mod config;
 pub mod control;

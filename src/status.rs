@@ -29,8 +29,8 @@ fn modules() -> Value {
     Value::Object(modules)
 }
 
-/// The `/status` tree.
-pub fn report(stats: &ConnectionStats, generation: &Generation) -> Value {
+/// The `/status` tree; `acme` (the managed bundles' state) is added when there is one.
+pub fn report(stats: &ConnectionStats, generation: &Generation, acme: Option<Value>) -> Value {
     let read = Counter::get;
     let applications: Map<String, Value> = generation
         .application_counts()
@@ -46,7 +46,7 @@ pub fn report(stats: &ConnectionStats, generation: &Generation) -> Value {
             (name.to_owned(), app)
         })
         .collect();
-    json!({
+    let mut report = json!({
         "modules": modules(),
         "connections": {
             "accepted": read(&stats.accepted),
@@ -56,5 +56,9 @@ pub fn report(stats: &ConnectionStats, generation: &Generation) -> Value {
         },
         "requests": {"total": read(&stats.requests)},
         "applications": applications,
-    })
+    });
+    if let Some(acme) = acme {
+        report["acme"] = acme;
+    }
+    report
 }

@@ -26,6 +26,7 @@ const ENTRY: &[u8] = b"entry/";
 const TREE: &[u8] = b"tree/";
 const QUARANTINE: &[u8] = b"quarantine/";
 const CERTIFICATE: &[u8] = b"certificate/";
+const ACME_ACCOUNT: &[u8] = b"acme-account/";
 
 /// What made a generation: the request (or startup step) that committed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +63,8 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// Durably stores the PEM bundle `name` (a new one: uploads never overwrite).
+    /// Durably stores the PEM bundle `name`, in one write: uploads never overwrite one,
+    /// an ACME renewal replaces its own.
     pub fn put_certificate(&self, name: &str, pem: &[u8]) -> anyhow::Result<()> {
         self.db
             .insert([CERTIFICATE, name.as_bytes()].concat(), pem)
@@ -81,6 +83,26 @@ impl Store {
         self.db
             .flush()
             .context("failed to flush the removal to disk")?;
+        Ok(())
+    }
+
+    /// The ACME account kept for `directory`, as `put_acme_account` stored it.
+    pub fn acme_account(&self, directory: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let account = self
+            .db
+            .get([ACME_ACCOUNT, directory.as_bytes()].concat())
+            .context("failed to read the ACME account")?;
+        Ok(account.map(|a| a.to_vec()))
+    }
+
+    /// Durably stores the ACME account (its key included) for `directory`.
+    pub fn put_acme_account(&self, directory: &str, account: &[u8]) -> anyhow::Result<()> {
+        self.db
+            .insert([ACME_ACCOUNT, directory.as_bytes()].concat(), account)
+            .context("failed to write the ACME account")?;
+        self.db
+            .flush()
+            .context("failed to flush the ACME account to disk")?;
         Ok(())
     }
 

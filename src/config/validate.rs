@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use super::model::Plan;
 use super::{constraints, references, unsupported};
-use crate::tls::{Certificates, Sessions};
+use crate::tls::{LiveCertificates, Sessions};
 
 /// The schema of the whole config, the single source of truth for its shape.
 pub const SCHEMA: &str = include_str!("../../schema/config.schema.json");
@@ -47,7 +47,7 @@ impl ConfigValidator {
     pub fn validate(
         &self,
         tree: &Value,
-        certificates: &Certificates,
+        certificates: &LiveCertificates,
         sessions: &Sessions,
     ) -> Result<Plan, InvalidConfig> {
         if let Some(error) = self.validator.iter_errors(tree).next() {
@@ -186,7 +186,7 @@ mod tests {
 
     fn detail(tree: Value) -> String {
         let validator = ConfigValidator::new().expect("schema compiles");
-        match validator.validate(&tree, &Certificates::default(), &Sessions::default()) {
+        match validator.validate(&tree, &LiveCertificates::default(), &Sessions::default()) {
             Ok(_) => panic!("must be invalid"),
             Err(e) => e.detail,
         }
@@ -198,7 +198,7 @@ mod tests {
         let default = json!({"listeners": {}, "routes": [], "applications": {}});
         assert!(
             validator
-                .validate(&default, &Certificates::default(), &Sessions::default())
+                .validate(&default, &LiveCertificates::default(), &Sessions::default())
                 .is_ok()
         );
         let example = json!({
@@ -222,7 +222,7 @@ mod tests {
         });
         assert!(
             validator
-                .validate(&example, &Certificates::default(), &Sessions::default())
+                .validate(&example, &LiveCertificates::default(), &Sessions::default())
                 .is_ok()
         );
     }

@@ -86,7 +86,11 @@ fn root(request: &Request, state: &ControlState) -> Reply {
         return Reply::error(StatusCode::METHOD_NOT_ALLOWED, reply::INVALID_METHOD);
     }
     let current = state.controller.current();
-    let status = status::report(&state.stats, &current.running);
+    let status = status::report(
+        &state.stats,
+        &current.running,
+        state.controller.acme_report(),
+    );
     let certificates = state.controller.certificates().describe();
     Reply::ok(json!({"certificates": certificates, "config": current.tree, "status": status}))
         .with_generation(current.number)
@@ -206,7 +210,12 @@ fn status(request: &Request, state: &ControlState, rest: &[&str]) -> Reply {
     let Ok(node_path) = path::decode(rest) else {
         return invalid_path();
     };
-    let report = status::report(&state.stats, &state.controller.current().running);
+    let controller = &state.controller;
+    let report = status::report(
+        &state.stats,
+        &controller.current().running,
+        controller.acme_report(),
+    );
     match edit::get(&report, &node_path) {
         Some(value) => Reply::ok(value.clone()),
         None => invalid_path(),

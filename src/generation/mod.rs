@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use crate::access_log::AccessLog;
+use crate::acme::Challenges;
 use crate::application::Application;
 use crate::config::model::Plan;
 use crate::error::ApplyError;
@@ -46,6 +47,8 @@ pub struct Generation {
     exposition: Option<Weak<dyn Exposition>>,
     /// `settings.telemetry`'s span pipeline, kept across changes that keep it.
     telemetry: Option<Arc<Telemetry>>,
+    /// The ACME challenges to answer, while `settings.acme` is set.
+    challenges: Option<Arc<Challenges>>,
 }
 
 impl Generation {
@@ -59,15 +62,18 @@ impl Generation {
             tls: Arc::default(),
             exposition: None,
             telemetry: None,
+            challenges: None,
         }
     }
 
-    /// Starts what `plan` asks for; fails without touching what runs.
+    /// Starts what `plan` asks for; fails without touching what runs. `challenges` are
+    /// answered if the plan manages bundles with ACME.
     pub async fn build(
         plan: &Plan,
         runtime: &Runtime,
         previous: Option<&Generation>,
         exposition: &Weak<dyn Exposition>,
+        challenges: &Arc<Challenges>,
     ) -> Result<Self, ApplyError> {
         let mut applications = Vec::with_capacity(plan.applications.len());
         for app in &plan.applications {
@@ -121,6 +127,7 @@ impl Generation {
             ),
             exposition: Some(exposition.clone()),
             telemetry,
+            challenges: plan.acme.as_ref().map(|_| Arc::clone(challenges)),
         })
     }
 
@@ -143,6 +150,7 @@ impl Generation {
             tls: Arc::clone(&self.tls),
             exposition: self.exposition.clone(),
             telemetry: self.telemetry.clone(),
+            challenges: self.challenges.clone(),
         }
     }
 

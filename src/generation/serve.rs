@@ -17,6 +17,27 @@ use crate::telemetry::RequestSpan;
 
 use super::Generation;
 
+/// The answer to an ACME HTTP-01 validation (RFC 8555 §8.3): the key authorization, as
+/// `application/octet-stream`, to a GET (or HEAD).
+fn challenge_response(request: &Request, key_authorization: String) -> Response {
+    if !matches!(&request.method[..], b"GET" | b"HEAD") {
+        let mut response = http::error_response(405);
+        response.headers.push((
+            Bytes::from_static(b"Allow"),
+            Bytes::from_static(b"GET, HEAD"),
+        ));
+        return response;
+    }
+    Response {
+        status: 200,
+        headers: vec![(
+            Bytes::from_static(b"Content-Type"),
+            Bytes::from_static(b"application/octet-stream"),
+        )],
+        body: ResponseBody::Full(Bytes::from(key_authorization)),
+    }
+}
+
 impl Generation {
     /// Serves a request that arrived on the listener `address`; the completion, if any,
     /// logs it once the response is written.
@@ -26,6 +47,13 @@ impl Generation {
             return (http::error_response(503), None);
         };
         let (pass, series) = (&served.pass, &served.series);
+        if let Some(challenges) = &self.challenges
+            && let Some(key_authorization) = challenges.answer(request.target.path())
+        {
+            let response = challenge_response(&request, key_authorization);
+            series.unserved().record(response.status, None);
+            return (response, None);
+        }
         // The common case goes straight to the app, with nothing to derive or keep.
         if let (Pass::Application(index), None, None) = (pass, &self.access_log, &self.telemetry) {
             let Some((_, app)) = self.applications.get(*index) else {

@@ -44,6 +44,8 @@ pub struct Bundle {
     names: Vec<String>,
     /// When the first certificate of the chain to expire does, in Unix seconds.
     expires: i64,
+    /// The leaf's `notBefore`, in Unix seconds.
+    issued: i64,
     description: Value,
 }
 
@@ -71,6 +73,7 @@ impl Bundle {
         let mut names = Vec::new();
         let mut key_type = String::new();
         let mut expires = i64::MAX;
+        let mut issued = 0;
         for (index, der) in chain.iter().enumerate() {
             let (_, cert) =
                 X509Certificate::from_der(der).map_err(|e| BundleError::Certificate {
@@ -80,6 +83,7 @@ impl Bundle {
             let alt_names = dns_names(&cert);
             if index == 0 {
                 key_type = describe_key(&cert);
+                issued = cert.validity().not_before.timestamp();
                 names = cert
                     .subject()
                     .iter_common_name()
@@ -108,6 +112,7 @@ impl Bundle {
             key: Arc::new(certified),
             names,
             expires,
+            issued,
             description: json!({"key": key_type, "chain": described}),
         })
     }
@@ -129,6 +134,11 @@ impl Bundle {
     /// `notAfter`, since an expired intermediate fails a handshake as surely as the leaf.
     pub fn expires(&self) -> i64 {
         self.expires
+    }
+
+    /// The leaf's `notBefore`, in Unix seconds.
+    pub fn issued(&self) -> i64 {
+        self.issued
     }
 
     /// Unit's description: `{"key": ..., "chain": [...]}`.

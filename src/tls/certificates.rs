@@ -1,10 +1,11 @@
 //! The uploaded bundles by name, as the data plane and the validator see them: an
-//! immutable map, replaced whole when a bundle is added or removed (the store holds
-//! the durable copy; see `store.rs`).
+//! immutable map, replaced whole when a bundle is added, removed or renewed (the store
+//! holds the durable copy; see `store.rs`), and the live slot that holds the current one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, Guard};
 use serde_json::{Map, Value};
 
 use super::bundle::Bundle;
@@ -52,5 +53,24 @@ impl Certificates {
             .map(|(name, bundle)| (name.clone(), bundle.description().clone()))
             .collect();
         Value::Object(all)
+    }
+}
+
+/// The current set of bundles, shared by the controller (which replaces it) and every
+/// TLS listener's resolver (which reads it at each handshake).
+#[derive(Debug, Clone, Default)]
+pub struct LiveCertificates(Arc<ArcSwap<Certificates>>);
+
+impl LiveCertificates {
+    pub fn load(&self) -> Guard<Arc<Certificates>> {
+        self.0.load()
+    }
+
+    pub fn load_full(&self) -> Arc<Certificates> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, certificates: Certificates) {
+        self.0.store(Arc::new(certificates));
     }
 }

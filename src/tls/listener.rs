@@ -1,5 +1,5 @@
 //! A listener's `tls` object compiled into the rustls server config its handshakes use:
-//! the named bundles (all must exist) behind the SNI resolver, the `session` settings
+//! the named bundles (each uploaded, or managed by `settings.acme`) behind the SNI resolver, the `session` settings
 //! and the `conf_commands`. Compiled once per change, with the config's other checks;
 //! every error names the offending value's path.
 
@@ -12,7 +12,7 @@ use rustls::version::{TLS12, TLS13};
 use serde_json::Value;
 use thiserror::Error;
 
-use super::certificates::Certificates;
+use super::certificates::LiveCertificates;
 use super::commands;
 use super::resolver::SniResolver;
 use super::session::{SessionSpec, Sessions};
@@ -41,11 +41,14 @@ fn error(path: impl Into<String>, message: impl Into<String>) -> TlsError {
 }
 
 impl TlsListener {
-    /// Compiles `tls` (which passed the schema) for the listener `address`.
+    /// Compiles `tls` (which passed the schema) for the listener `address`. Each bundle
+    /// it names must be uploaded, or be one of the `managed` names, which may not be
+    /// issued yet.
     pub fn compile(
         address: &str,
         tls: &Value,
-        certificates: &Certificates,
+        certificates: &LiveCertificates,
+        managed: &[&str],
         sessions: &Sessions,
     ) -> Result<TlsListener, TlsError> {
         let (names, paths): (Vec<String>, Vec<String>) = match tls.get("certificate") {
@@ -62,16 +65,13 @@ impl TlsListener {
                 .unzip(),
             _ => return Err(error("tls/certificate", "required parameter is missing")),
         };
-        let mut bundles = Vec::with_capacity(names.len());
+        let uploaded = certificates.load();
         for (name, path) in names.iter().zip(&paths) {
-            match certificates.get(name) {
-                Some(bundle) => bundles.push(Arc::clone(bundle)),
-                None => {
-                    return Err(error(
-                        path.clone(),
-                        format!("certificate \"{name}\" does not exist"),
-                    ));
-                }
+            if !uploaded.contains(name) && !managed.contains(&name.as_str()) {
+                return Err(error(
+                    path.clone(),
+                    format!("certificate \"{name}\" does not exist"),
+                ));
             }
         }
         let commands = commands::from_config(tls.get("conf_commands")).map_err(|(name, why)| {
@@ -103,7 +103,10 @@ impl TlsListener {
             .with_protocol_versions(&versions)
             .map_err(|e| error("tls/conf_commands", e.to_string()))?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SniResolver::new(&bundles)));
+            .with_cert_resolver(Arc::new(SniResolver::new(
+                names.clone(),
+                certificates.clone(),
+            )));
         config.ignore_client_order = commands.server_preference;
         match session.storage {
             Some(storage) => config.session_storage = storage,
@@ -130,19 +133,27 @@ impl TlsListener {
 mod tests {
     use super::*;
     use crate::tls::bundle::{Bundle, tests::bundle_pem};
+    use crate::tls::certificates::Certificates;
     use serde_json::json;
 
-    fn certificates() -> Certificates {
+    fn certificates() -> LiveCertificates {
         let bundle = Bundle::parse(bundle_pem(&["a.test"]).as_bytes()).expect("ok");
-        Certificates::default().with("a", Arc::new(bundle))
+        let live = LiveCertificates::default();
+        live.replace(Certificates::default().with("a", Arc::new(bundle)));
+        live
     }
 
     #[test]
     fn names_the_missing_bundle_with_its_path() {
         let certs = certificates();
         let sessions = Sessions::default();
-        let compile = |tls: Value| TlsListener::compile("*:443", &tls, &certs, &sessions);
+        let compile =
+            |tls: Value| TlsListener::compile("*:443", &tls, &certs, &["managed"], &sessions);
         assert!(compile(json!({"certificate": "a"})).is_ok());
+        assert!(
+            compile(json!({"certificate": ["managed", "a"]})).is_ok(),
+            "a managed bundle need not be issued yet"
+        );
         assert_eq!(
             compile(json!({"certificate": ["a", "b"]})).err(),
             Some(error(

@@ -14,6 +14,6 @@ mod session;
 
 pub use accept::handshake;
 pub use bundle::{Bundle, BundleError};
-pub use certificates::Certificates;
+pub use certificates::{Certificates, LiveCertificates};
 pub use listener::{TlsError, TlsListener};
 pub use session::Sessions;

@@ -18,10 +18,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::access_log;
+use crate::acme::AcmeSpec;
 use crate::http;
 use crate::routing::{CompileError, ListenerPasses, Router};
 use crate::telemetry::TelemetrySpec;
-use crate::tls::{Certificates, Sessions, TlsListener};
+use crate::tls::{LiveCertificates, Sessions, TlsListener};
 
 pub use apps::{AppKind, AppSpec};
 
@@ -38,6 +39,8 @@ pub struct Plan {
     /// `settings.http`, with Unit's defaults for what is unset.
     pub http: http::Settings,
     pub telemetry: Option<TelemetrySpec>,
+    /// `settings.acme`: the bundles Wharf obtains itself.
+    pub acme: Option<AcmeSpec>,
 }
 
 /// One entry of `applications`.
@@ -51,18 +54,21 @@ pub struct AppPlan {
 pub struct ListenerPlan {
     pub address: String,
     pub backlog: i32,
-    /// `tls`, compiled against the uploaded bundles.
+    /// `tls`, compiled against the uploaded and managed bundles.
     pub tls: Option<TlsListener>,
 }
 
 impl Plan {
     /// Compiles a tree that passed the schema, constraint and reference checks; TLS
-    /// listeners against the uploaded `certificates`, keeping their `sessions`.
+    /// listeners against the uploaded `certificates` and the managed ones, keeping their
+    /// `sessions`.
     pub fn compile(
         tree: &Value,
-        certificates: &Certificates,
+        certificates: &LiveCertificates,
         sessions: &Sessions,
     ) -> Result<Plan, CompileError> {
+        let acme = settings::acme(tree.pointer("/settings/acme"))?;
+        let managed: Vec<&str> = acme.iter().flat_map(AcmeSpec::bundle_names).collect();
         let applications: Vec<AppPlan> = members(tree.get("applications"))
             .map(|(name, app)| AppPlan {
                 name: name.clone(),
@@ -77,14 +83,13 @@ impl Plan {
             .map(|(address, listener)| {
                 let tls = match listener.get("tls") {
                     Some(tls) => Some(
-                        TlsListener::compile(address, tls, certificates, sessions).map_err(
-                            |e| {
+                        TlsListener::compile(address, tls, certificates, &managed, sessions)
+                            .map_err(|e| {
                                 CompileError::new(
                                     format!("listeners/{address}/{}", e.path),
                                     e.message,
                                 )
-                            },
-                        )?,
+                            })?,
                     ),
                     None => None,
                 };
@@ -103,6 +108,7 @@ impl Plan {
             access_log,
             http: settings::http(tree.pointer("/settings/http")),
             telemetry: settings::telemetry(tree.pointer("/settings/telemetry")),
+            acme,
         })
     }
 }
@@ -144,8 +150,8 @@ mod tests {
     #[test]
     fn the_schema_states_the_defaults_the_model_applies() {
         let tree = json!({"listeners": {"*:80": {"pass": "routes"}}, "routes": []});
-        let plan =
-            Plan::compile(&tree, &Certificates::default(), &Sessions::default()).expect("compiles");
+        let plan = Plan::compile(&tree, &LiveCertificates::default(), &Sessions::default())
+            .expect("compiles");
         let http = &plan.http;
         let seconds = |d: Duration| json!(d.as_secs());
         for (member, model) in [

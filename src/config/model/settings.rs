@@ -1,10 +1,16 @@
-//! `settings.http` and the listener options, with their defaults.
+//! `settings.http`, `settings.telemetry`, `settings.acme` and the listener options, with
+//! their defaults.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use serde_json::Value;
 
+use crate::acme::AcmeSpec;
 use crate::http::Settings;
+use crate::routing::CompileError;
 use crate::telemetry::{DEFAULT_BATCH_SIZE, Protocol, TelemetrySpec};
 
 /// Unit's default listen backlog.
@@ -81,4 +87,60 @@ pub fn telemetry(members: Option<&Value>) -> Option<TelemetrySpec> {
             .and_then(Value::as_f64)
             .unwrap_or(1.0),
     })
+}
+
+/// `settings.acme`, which the schema has checked; `None` without one. Its
+/// `ca_certificate` is read here, so that a file that is not a PEM certificate is an
+/// invalid config rather than a renewal that fails later.
+pub fn acme(members: Option<&Value>) -> Result<Option<AcmeSpec>, CompileError> {
+    let Some(acme) = members else {
+        return Ok(None);
+    };
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let contact = match acme.get("contact") {
+        Some(Value::Array(list)) => list.iter().map(text).collect(),
+        Some(one) => vec![text(one)],
+        None => Vec::new(),
+    };
+    let ca_certificate = acme
+        .get("ca_certificate")
+        .and_then(Value::as_str)
+        .map(PathBuf::from);
+    if let Some(path) = &ca_certificate {
+        let invalid = |why: String| {
+            CompileError::new(
+                "settings/acme/ca_certificate",
+                format!("`{}` {why}", path.display()),
+            )
+        };
+        match CertificateDer::from_pem_file(path) {
+            Ok(_) => {}
+            Err(rustls::pki_types::pem::Error::Io(e)) => {
+                return Err(invalid(format!("cannot be read: {e}")));
+            }
+            Err(e) => return Err(invalid(format!("holds no PEM certificate: {e}"))),
+        }
+    }
+    let certificates = acme
+        .get("certificates")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(bundle, managed)| {
+            let names = managed
+                .get("names")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|name| text(name).to_ascii_lowercase())
+                .collect();
+            (bundle.clone(), names)
+        })
+        .collect();
+    Ok(Some(AcmeSpec {
+        directory: text(&acme["directory"]),
+        contact,
+        ca_certificate,
+        certificates,
+    }))
 }
