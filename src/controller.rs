@@ -22,7 +22,7 @@ use crate::config::edit::identical;
 use crate::config::model::{AppSpec, Plan};
 use crate::config::validate::ConfigValidator;
 use crate::dispatch::{ListenerHandler, Published};
-use crate::error::{CertificateError, ChangeError, RestartError};
+use crate::error::{ApplyError, CertificateError, ChangeError, RestartError};
 use crate::generation::Generation;
 use crate::http::Settings;
 use crate::listeners::{Listeners, Prepared};
@@ -193,19 +193,26 @@ impl Controller {
     ) -> Result<(), CertificateError> {
         let bundle = Bundle::parse(&pem)?;
         let _turn = self.changes.lock().await;
-        let current = self.certificates();
-        if current.contains(name) {
+        if self.certificates.load().contains(name) {
             return Err(CertificateError::Exists(name.to_owned()));
         }
+        self.store_bundle(name, pem, bundle)
+            .await
+            .map_err(CertificateError::Store)?;
+        tracing::info!(certificate = name, "certificate bundle uploaded");
+        Ok(())
+    }
+
+    /// Durably stores `pem` as the bundle `name`, then makes `bundle` (parsed from it)
+    /// the one handshakes present; the caller holds the change lock.
+    async fn store_bundle(&self, name: &str, pem: Vec<u8>, bundle: Bundle) -> anyhow::Result<()> {
         let store = self.store.clone();
         let key = name.to_owned();
         tokio::task::spawn_blocking(move || store.put_certificate(&key, &pem))
             .await
-            .map_err(|e| CertificateError::Store(anyhow::anyhow!("the store task failed: {e}")))?
-            .map_err(CertificateError::Store)?;
+            .map_err(|e| anyhow::anyhow!("the store task failed: {e}"))??;
         self.certificates
-            .replace(current.with(name, Arc::new(bundle)));
-        tracing::info!(certificate = name, "certificate bundle uploaded");
+            .replace(self.certificates().with(name, Arc::new(bundle)));
         Ok(())
     }
 
@@ -238,21 +245,23 @@ impl Controller {
         let bundle =
             Bundle::parse(&pem).context("the issued certificate is not a usable bundle")?;
         let _turn = self.changes.lock().await;
-        let store = self.store.clone();
-        let key = name.to_owned();
-        tokio::task::spawn_blocking(move || store.put_certificate(&key, &pem))
-            .await
-            .map_err(|e| anyhow::anyhow!("the store task failed: {e}"))??;
-        let current = self.certificates();
-        self.certificates
-            .replace(current.with(name, Arc::new(bundle)));
-        Ok(())
+        self.store_bundle(name, pem, bundle).await
     }
 
     /// Validates and compiles `tree` against the uploaded bundles.
     fn validate(&self, tree: &Value) -> Result<Plan, crate::config::validate::InvalidConfig> {
         self.validator
             .validate(tree, &self.certificates, &self.sessions)
+    }
+
+    /// Builds the generation `plan` asks for, carrying over what `previous` runs.
+    async fn build(
+        &self,
+        plan: &Plan,
+        previous: Option<&Generation>,
+    ) -> Result<Generation, ApplyError> {
+        let (exposition, challenges) = (&self.exposition, self.acme.challenges());
+        Generation::build(plan, &self.runtime, previous, exposition, challenges).await
     }
 
     /// Parses, validates, builds and publishes a stored generation; the error is the
@@ -262,15 +271,10 @@ impl Controller {
         let plan = self
             .validate(&tree)
             .map_err(|e| format!("invalid configuration: {e}"))?;
-        let running = Generation::build(
-            &plan,
-            &self.runtime,
-            None,
-            &self.exposition,
-            self.acme.challenges(),
-        )
-        .await
-        .map_err(|e| format!("failed to apply: {e}"))?;
+        let running = self
+            .build(&plan, None)
+            .await
+            .map_err(|e| format!("failed to apply: {e}"))?;
         let listeners = self
             .listeners
             .prepare(&plan.listeners)
@@ -394,14 +398,7 @@ impl Controller {
         edit(&mut tree)?;
         let plan = self.validate(&tree)?;
         let previous = Some(&current.running);
-        let running = Generation::build(
-            &plan,
-            &self.runtime,
-            previous,
-            &self.exposition,
-            self.acme.challenges(),
-        )
-        .await?;
+        let running = self.build(&plan, previous).await?;
         if if_unchanged == IfUnchanged::Skip && identical(&tree, &current.tree) {
             if !running.same_applications(&current.running) {
                 self.publish_running(&current, running);
