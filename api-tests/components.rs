@@ -84,6 +84,27 @@ fn hello_component_answers_hello() {
 }
 
 #[test]
+fn a_components_trailers_follow_its_body() {
+    let (_server, key) = serve(component_app("echo-component"), big_bodies());
+    let mut conn = crate::harness::connect_listener(&key).expect("connect");
+    conn.send(
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nx-echo-trailer: yes\r\n\
+          Content-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .expect("request");
+    let read = conn.read_to_close(IO_TIMEOUT);
+    let text = String::from_utf8_lossy(&read.bytes);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert_eq!(body, "5\r\nhello\r\n0\r\nx-echo-bytes: 5\r\n\r\n");
+}
+
+#[test]
 fn echo_component_streams_the_body_back() {
     let (_server, key) = serve(component_app("echo-component"), big_bodies());
     // A body in two halves: the first half must come back before the second is sent,

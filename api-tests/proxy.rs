@@ -347,6 +347,116 @@ fn refused_stalled_and_malformed_upstreams_get_502_and_504() {
 }
 
 #[test]
+fn trailers_come_through_and_the_upstreams_server_field_is_replaced() {
+    let (_up, up) = tcp_upstream(Arc::new(|_| {
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\
+          Server: upstream/1.0\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: 5d41402a\r\n\
+          Content-Length: 99\r\n\r\n"
+            .to_vec()
+    }));
+    let (_server, key) = wharf(
+        json!([{"action": {"proxy": format!("http://{up}")}}]),
+        json!({}),
+    );
+    let mut conn = crate::harness::connect_listener(&key).unwrap();
+    conn.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let read = conn.read_to_close(Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&read.bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    // hyper's client hands field names over in lower case.
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("\r\ntrailer: x-checksum"),
+        "announced: {head}"
+    );
+    assert!(
+        head.contains("\r\nserver: wharf/"),
+        "Wharf's Server, as Unit: {head}"
+    );
+    assert!(!head.contains("upstream/1.0"), "{head}");
+    assert_eq!(
+        body.to_ascii_lowercase(),
+        "5\r\nhello\r\n0\r\nx-checksum: 5d41402a\r\n\r\n",
+        "the trailer after the last chunk; a framing field is not a trailer"
+    );
+}
+
+#[test]
+fn a_connection_that_does_not_open_gets_504_after_proxy_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so a
+    // connection to it neither opens nor is refused.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    let mut hanging = false;
+    for _ in 0..8192 {
+        match TcpStream::connect_timeout(&address, Duration::from_millis(200)) {
+            Ok(stream) => queued.push(stream),
+            Err(_) => {
+                hanging = true;
+                break;
+            }
+        }
+    }
+    assert!(hanging, "the accept queue never filled");
+    let (server, key) = wharf(
+        json!([{"action": {"proxy": format!("http://{address}")}}]),
+        json!({"settings": {"http": {"proxy_connect_timeout": 1}}}),
+    );
+    let started = std::time::Instant::now();
+    let answer = fetch(&key, "GET", "/", &[], None).unwrap();
+    assert_eq!(answer.status, 504, "{}", server.log());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the timeout"
+    );
+    drop((listener, queued));
+}
+
+#[test]
+fn an_upstream_that_takes_no_body_gets_504_after_proxy_send_timeout() {
+    // Accepts and never reads: once the socket buffers are full, the upload stalls.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept() {
+            held.push(stream);
+        }
+    });
+    let (server, key) = wharf(
+        json!([{"action": {"proxy": format!("http://{address}")}}]),
+        json!({"settings": {"http": {"proxy_send_timeout": 1, "max_body_size": 256 << 20}}}),
+    );
+    let size: usize = 192 << 20;
+    let mut stream = TcpStream::connect(&key).unwrap();
+    let head = format!("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // The body goes from another thread while this one waits for the answer.
+    let sender = {
+        let mut stream = stream.try_clone().unwrap();
+        thread::spawn(move || {
+            let piece = vec![b'x'; 1 << 20];
+            for _ in 0..(size >> 20) {
+                if stream.write_all(&piece).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 504", "{}", server.log());
+    drop(stream);
+    sender.join().unwrap();
+}
+
+#[test]
 fn a_unix_socket_upstream() {
     let server = Server::start();
     let path = server.dir().join("up.sock");

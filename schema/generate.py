@@ -708,7 +708,7 @@ defs["httpSettings"] = {
         "proxy_read_timeout": {**ref("timeoutSeconds"), "default": 30,
                                "description": "Wharf: seconds to wait for each read from a proxied server (its head, each piece of its body); past it, 504 or a cut connection."},
         "proxy_send_timeout": {**ref("timeoutSeconds"), "default": 30,
-                               "description": "Wharf: seconds to wait for a proxied server to take request bytes; past it, 502 or a cut connection."},
+                               "description": "Wharf: seconds to wait for a proxied server to take request bytes; past it, 504 or a cut connection."},
         "max_body_size": {"description": "Bytes; a larger body gets 413.", "type": "integer", "minimum": 0,
                           "default": 8 * 1024 * 1024},
         "server_version": {"type": "boolean", "default": True},

@@ -213,6 +213,39 @@ fn shown_length(
     }
 }
 
+/// Fields a trailer section must not carry (RFC 9110 §6.5.1): framing, routing,
+/// connection management, and what describes the content or controls the response, so
+/// that a trailer cannot change how the message already sent is read.
+const NOT_IN_TRAILERS: [&[u8]; 14] = [
+    b"content-length",
+    b"transfer-encoding",
+    b"trailer",
+    b"connection",
+    b"keep-alive",
+    b"te",
+    b"upgrade",
+    b"host",
+    b"content-type",
+    b"content-encoding",
+    b"content-range",
+    b"set-cookie",
+    b"authorization",
+    b"www-authenticate",
+];
+
+/// Appends the trailer section of a chunked body (after its `0\r\n`, before the final
+/// `\r\n`): each valid field but those a trailer must not carry.
+pub(super) fn push_trailers(buf: &mut Vec<u8>, trailers: &[(Bytes, Bytes)]) {
+    for (name, value) in trailers {
+        let forbidden = NOT_IN_TRAILERS.iter().any(|f| name.eq_ignore_ascii_case(f));
+        if forbidden || !is_token(name) || !is_field_value(value) {
+            tracing::debug!(name = %name.escape_ascii(), "dropping a trailer field");
+            continue;
+        }
+        push_field(buf, name, value);
+    }
+}
+
 fn push_field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     buf.extend_from_slice(name);
     buf.extend_from_slice(b": ");

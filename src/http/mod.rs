@@ -171,10 +171,30 @@ pub trait BodyStream {
     /// the connection is closed, so the client sees a truncated body.
     fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAbort>>>;
 
+    /// The trailer fields, asked for once after `poll_piece` returned `Ready(None)`. The
+    /// writer sends them after the last chunk of a chunked response; a response whose
+    /// framing cannot carry them (to an HTTP/1.0 client, or with a declared length) goes
+    /// without.
+    fn trailers(&mut self) -> Vec<(Bytes, Bytes)> {
+        Vec::new()
+    }
+
     /// The writer is done with the body. An implementation may keep the box for its next
     /// response (a pipe does, so that a response costs no allocation); by default it is
     /// dropped.
     fn recycle(self: Box<Self>) {}
+}
+
+/// The fields of an `http::HeaderMap` (a hyper or `wasi:http` body's trailers), in order.
+pub fn fields_of(map: &::http::HeaderMap) -> Vec<(Bytes, Bytes)> {
+    map.iter()
+        .map(|(name, value)| {
+            (
+                Bytes::copy_from_slice(name.as_str().as_bytes()),
+                Bytes::copy_from_slice(value.as_bytes()),
+            )
+        })
+        .collect()
 }
 
 /// Pieces sent from another task; the channel's bound is the back-pressure.

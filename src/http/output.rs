@@ -13,7 +13,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::encode::{
-    BodyShape, Encoded, ResponseContext, ResponseFraming, encode_head, push_hex, valid_status,
+    BodyShape, Encoded, ResponseContext, ResponseFraming, encode_head, push_hex, push_trailers,
+    valid_status,
 };
 use super::file::{COPY_BUFFER, FileBody, SendFile};
 use super::{BodyStream, Response, ResponseBody, Sent, StreamAbort};
@@ -305,7 +306,9 @@ async fn send_stream<W: AsyncWrite + Unpin>(
     }
     match framing {
         ResponseFraming::Chunked => {
-            out.buf.extend_from_slice(b"0\r\n\r\n");
+            out.buf.extend_from_slice(b"0\r\n");
+            push_trailers(&mut out.buf, &stream.trailers());
+            out.buf.extend_from_slice(b"\r\n");
             Ok(false)
         }
         ResponseFraming::Length(n) if sent < n => {
@@ -455,6 +458,56 @@ mod tests {
             "HTTP/1.1 299 Unknown\r\nX-B: 1\r\nx-a: 2\r\nContent-Length: 2\r\n\r\nhi"
         );
         assert!(text.contains("\r\nDate: "));
+    }
+
+    /// One piece, then the given trailer fields.
+    struct WithTrailers(Option<Bytes>, Vec<(Bytes, Bytes)>);
+
+    impl BodyStream for WithTrailers {
+        fn poll_piece(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<Bytes, StreamAbort>>> {
+            Poll::Ready(self.0.take().map(Ok))
+        }
+
+        fn trailers(&mut self) -> Vec<(Bytes, Bytes)> {
+            std::mem::take(&mut self.1)
+        }
+    }
+
+    #[tokio::test]
+    async fn trailers_follow_the_last_chunk_and_only_there() {
+        let field =
+            |n: &'static [u8], v: &'static [u8]| (Bytes::from_static(n), Bytes::from_static(v));
+        let response = |headers| Response {
+            status: 200,
+            headers,
+            body: ResponseBody::Stream(Box::new(WithTrailers(
+                Some(Bytes::from_static(b"abc")),
+                vec![
+                    field(b"X-Checksum", b"900150983cd24fb0"),
+                    field(b"Content-Length", b"3"),
+                    field(b"bad name", b"x"),
+                    field(b"X-Bad", b"a\r\nInjected: 1"),
+                    field(b"grpc-status", b"0"),
+                ],
+            ))),
+        };
+        let (text, close) = render(response(vec![]), &context(Version::Http11, false)).await;
+        assert!(!close);
+        assert!(
+            text.ends_with(
+                "\r\n\r\n3\r\nabc\r\n0\r\nX-Checksum: 900150983cd24fb0\r\ngrpc-status: 0\r\n\r\n"
+            ),
+            "{text}"
+        );
+        // No chunks to end, no trailers: HTTP/1.0, or a declared length.
+        let (text, _) = render(response(vec![]), &context(Version::Http10, false)).await;
+        assert!(text.ends_with("\r\n\r\nabc"), "{text}");
+        let declared = vec![field(b"Content-Length", b"3")];
+        let (text, _) = render(response(declared), &context(Version::Http11, false)).await;
+        assert!(text.ends_with("\r\n\r\nabc"), "{text}");
     }
 
     #[tokio::test]

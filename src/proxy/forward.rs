@@ -1,12 +1,15 @@
-//! One proxied exchange, as Unit's `nxt_http_proxy.c` makes it: the request line
-//! (method and target as the client sent them, or as `rewrite` left the target) sent
-//! as HTTP/1.1, the header fields kept in order with `Host` as the client sent it,
-//! but for the hop-by-hop fields of RFC 9110 §7.6.1 (`Connection` and the fields it
-//! names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`) and
-//! `Expect` (Wharf answered the client's); no `X-Forwarded-*` is added, as Unit adds
-//! none. The body streams to the upstream as the client sends it (chunked when its
-//! length is unknown), and the response streams back the same way, with the same
-//! hop-by-hop fields removed.
+//! One proxied exchange, as Unit's `nxt_http_proxy.c` and `nxt_h1p_peer_*` make it:
+//! the request line (method and target as the client sent them, or as `rewrite` left
+//! the target), the header fields kept in order with `Host` as the client sent it, but
+//! for the hop-by-hop fields of RFC 9110 §7.6.1 (`Connection` and the fields it names,
+//! `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`), `Expect`
+//! (Wharf answered the client's) and `Trailer` (request trailers are not forwarded); no
+//! `X-Forwarded-*` is added, as Unit adds none. Unit sends HTTP/1.0 and closes; Wharf
+//! sends HTTP/1.1 and keeps the connection for the next request. The body streams to
+//! the upstream as the client sends it (chunked when its length is unknown), and the
+//! response streams back the same way, with the same hop-by-hop fields removed, the
+//! upstream's `Server` replaced by Wharf's (Unit skips it too), and its trailer fields
+//! forwarded after the last chunk.
 //!
 //! An upstream that cannot be reached, resets, or answers with a malformed head is a
 //! 502; one that does not answer within the timeouts is a 504. Once the head is out, a
@@ -85,6 +88,7 @@ async fn exchange(server: &Arc<Server>, request: Request) -> Result<Response, Pr
             read,
             stalled: Box::pin(tokio::time::sleep(read)),
             reuse: Some((Arc::clone(server), sender)),
+            trailers: Vec::new(),
         }))
     };
     Ok(Response {
@@ -96,14 +100,13 @@ async fn exchange(server: &Arc<Server>, request: Request) -> Result<Response, Pr
 
 /// Whether a field is hop-by-hop (RFC 9110 §7.6.1) or named by `Connection`.
 fn hop_by_hop(name: &[u8], connection: &[Bytes]) -> bool {
-    const FIELDS: [&[u8]; 7] = [
+    const FIELDS: [&[u8]; 6] = [
         b"connection",
         b"keep-alive",
         b"proxy-connection",
         b"te",
         b"transfer-encoding",
         b"upgrade",
-        b"trailer",
     ];
     FIELDS.iter().any(|f| name.eq_ignore_ascii_case(f))
         || connection.iter().any(|c| name.eq_ignore_ascii_case(c))
@@ -135,9 +138,11 @@ fn outgoing(request: Request, server: &Server) -> Result<hyper::Request<Upload>,
     let mut headers = hyper::HeaderMap::with_capacity(request.headers.len() + 1);
     let mut has_host = false;
     for (name, value) in &request.headers {
+        // `Trailer` announces request trailers, which are not forwarded.
         if hop_by_hop(name, &connection)
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"trailer")
         {
             continue;
         }
@@ -170,7 +175,8 @@ fn outgoing(request: Request, server: &Server) -> Result<hyper::Request<Upload>,
 }
 
 /// The upstream's fields as Wharf's writer takes them, hop-by-hop ones removed (it
-/// frames the body itself; a `Content-Length` is kept and held to).
+/// frames the body itself; a `Content-Length` is kept and held to), and its `Server`,
+/// as Unit drops it: the client is told Wharf's (`settings.http.server_version`).
 fn response_fields(headers: &hyper::HeaderMap) -> Vec<(Bytes, Bytes)> {
     let connection = connection_tokens(
         headers
@@ -179,7 +185,10 @@ fn response_fields(headers: &hyper::HeaderMap) -> Vec<(Bytes, Bytes)> {
     );
     headers
         .iter()
-        .filter(|(name, _)| !hop_by_hop(name.as_str().as_bytes(), &connection))
+        .filter(|(name, _)| {
+            let name = name.as_str().as_bytes();
+            !hop_by_hop(name, &connection) && !name.eq_ignore_ascii_case(b"server")
+        })
         .map(|(name, value)| {
             (
                 Bytes::copy_from_slice(name.as_str().as_bytes()),
@@ -198,6 +207,8 @@ struct Download {
     stalled: Pin<Box<Sleep>>,
     /// The connection, handed back to its server's pool at the body's end.
     reuse: Option<(Arc<Server>, Sender)>,
+    /// The upstream's trailer fields, once its body has ended.
+    trailers: Vec<(Bytes, Bytes)>,
 }
 
 impl BodyStream for Download {
@@ -207,11 +218,14 @@ impl BodyStream for Download {
                 Poll::Ready(Some(Ok(frame))) => {
                     let deadline = Instant::now() + self.read;
                     self.stalled.as_mut().reset(deadline);
-                    // Trailers are not forwarded (Wharf's writer sends none).
-                    if let Ok(data) = frame.into_data()
-                        && !data.is_empty()
-                    {
-                        return Poll::Ready(Some(Ok(data)));
+                    match frame.into_data() {
+                        Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                        Ok(_) => {}
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                self.trailers = http::fields_of(&trailers);
+                            }
+                        }
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -238,5 +252,9 @@ impl BodyStream for Download {
                 }
             }
         }
+    }
+
+    fn trailers(&mut self) -> Vec<(Bytes, Bytes)> {
+        std::mem::take(&mut self.trailers)
     }
 }

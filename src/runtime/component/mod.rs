@@ -211,7 +211,7 @@ impl ComponentApp {
         let body = wasi_http::forward(Arc::clone(&self.name), source, guest);
         Response {
             status: parts.status.as_u16(),
-            headers: wasi_http::response_headers(&parts.headers),
+            headers: crate::http::fields_of(&parts.headers),
             body,
         }
     }

@@ -132,19 +132,6 @@ fn path_and_query(target: &[u8]) -> Result<http::uri::PathAndQuery, BadRequest> 
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")))
 }
 
-/// The response head's fields as the server sends them.
-pub fn response_headers(headers: &http::HeaderMap) -> Vec<(Bytes, Bytes)> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                Bytes::copy_from_slice(name.as_str().as_bytes()),
-                Bytes::copy_from_slice(value.as_bytes()),
-            )
-        })
-        .collect()
-}
-
 /// The response body of a guest whose head is out, `guest` how it ended or the guest
 /// still running. What the guest has already written is taken at once: if that is the whole body,
 /// it is sent whole and a guest still running finishes on its own; else the connection's
@@ -155,15 +142,18 @@ pub fn forward(
     guest: Result<GuestEnd, GuestTask>,
 ) -> ResponseBody {
     let mut pieces = VecDeque::new();
+    let mut trailers = Vec::new();
     let ended = loop {
         match source.frame().now_or_never() {
-            Some(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data()
-                    && !data.is_empty()
-                {
-                    pieces.push_back(data);
+            Some(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => pieces.push_back(data),
+                Ok(_) => {}
+                Err(frame) => {
+                    if let Ok(fields) = frame.into_trailers() {
+                        trailers = crate::http::fields_of(&fields);
+                    }
                 }
-            }
+            },
             Some(Some(Err(e))) => break Some(Err(e.to_string())),
             Some(None) => break Some(Ok(())),
             None => break None,
@@ -175,6 +165,7 @@ pub fn forward(
             ready: pieces,
             flow: Flow::Forward(source),
             guest,
+            trailers,
         }));
     };
     let end = match guest {
@@ -189,6 +180,14 @@ pub fn forward(
         Err(error) => Some(error),
     };
     match abort {
+        // Trailers go after the last chunk, so such a body is streamed.
+        None if !trailers.is_empty() => ResponseBody::Stream(Box::new(GuestBody {
+            app,
+            ready: pieces,
+            flow: Flow::Done,
+            guest: Ok(GuestEnd::Done),
+            trailers,
+        })),
         None if pieces.len() <= 1 => pieces
             .pop_front()
             .map_or(ResponseBody::Empty, ResponseBody::Full),
@@ -198,6 +197,7 @@ pub fn forward(
             ready: pieces,
             flow: Flow::Abort(why),
             guest: Ok(GuestEnd::Done),
+            trailers,
         })),
     }
 }
@@ -229,6 +229,8 @@ struct GuestBody {
     flow: Flow,
     /// How the guest ended, or the guest while it runs.
     guest: Result<GuestEnd, GuestTask>,
+    /// The guest's trailer fields, once its body has ended.
+    trailers: Vec<(Bytes, Bytes)>,
 }
 
 enum Flow {
@@ -254,14 +256,15 @@ impl BodyStream for GuestBody {
             match &mut self.flow {
                 Flow::Forward(source) => match Pin::new(source).poll_frame(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Some(Ok(frame))) => {
-                        // Trailers are not sent: the data plane does not send them.
-                        if let Ok(data) = frame.into_data()
-                            && !data.is_empty()
-                        {
-                            return Poll::Ready(Some(Ok(data)));
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                        Ok(_) => {}
+                        Err(frame) => {
+                            if let Ok(fields) = frame.into_trailers() {
+                                self.trailers = crate::http::fields_of(&fields);
+                            }
                         }
-                    }
+                    },
                     Poll::Ready(Some(Err(e))) => self.flow = Flow::Ended(Err(e.to_string())),
                     Poll::Ready(None) => self.flow = Flow::Ended(Ok(())),
                 },
@@ -287,6 +290,10 @@ impl BodyStream for GuestBody {
                 Flow::Done => return Poll::Ready(None),
             }
         }
+    }
+
+    fn trailers(&mut self) -> Vec<(Bytes, Bytes)> {
+        std::mem::take(&mut self.trailers)
     }
 }
 
