@@ -8,9 +8,12 @@
 //! loads the file again and starts fresh instances; `watch` does the same only when the
 //! file's bytes changed.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::Either;
 use wasmtime::Module;
 use wasmtime::component::Component;
 
@@ -154,21 +157,35 @@ impl Application {
     /// app (whose ABI announces the whole length up front, so it is gathered anyway): a
     /// client that sends its body slowly then holds no instance. A body that fails to
     /// arrive is answered for the client (400, 408, 413) without troubling a guest.
-    pub async fn serve(&self, mut request: Request) -> Response {
-        if !request.body.is_known_empty() {
-            let bound = match &self.runner {
-                Runner::Wasm(_) if request.body.is_chunked() => u64::MAX,
-                _ => http::READ_AHEAD,
-            };
-            if let Err(e) = request.body.read_ahead(bound).await {
-                tracing::debug!("request body: {e}");
-                return http::error_response(e.status());
-            }
+    ///
+    /// A plain function returning the runner's own future for a request without a body
+    /// (the common case), so that no layer here holds the request beside it.
+    pub fn serve(&self, request: Request) -> impl Future<Output = Response> + Send + '_ {
+        if request.body.is_known_empty() {
+            return Either::Left(self.run(request));
         }
+        let read_ahead: Pin<Box<dyn Future<Output = Response> + Send + '_>> =
+            Box::pin(self.read_ahead_and_run(request));
+        Either::Right(read_ahead)
+    }
+
+    fn run(&self, request: Request) -> impl Future<Output = Response> + Send + '_ {
         match &self.runner {
-            Runner::Wasm(app) => app.serve(request).await,
-            Runner::Component(app) => app.serve(request).await,
+            Runner::Wasm(app) => Either::Left(app.serve(request)),
+            Runner::Component(app) => Either::Right(app.serve(request)),
         }
+    }
+
+    async fn read_ahead_and_run(&self, mut request: Request) -> Response {
+        let bound = match &self.runner {
+            Runner::Wasm(_) if request.body.is_chunked() => u64::MAX,
+            _ => http::READ_AHEAD,
+        };
+        if let Err(e) = request.body.read_ahead(bound).await {
+            tracing::debug!("request body: {e}");
+            return http::error_response(e.status());
+        }
+        self.run(request).await
     }
 }
 

@@ -2,13 +2,17 @@
 //! route, a rewrite or the access log needs the request's facts, then the app, then what
 //! the acting step says of the answer.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 
 use crate::http::{self, Completion, Request, Response, ResponseBody, Sent};
-use crate::metrics::requests::ListenerSeries;
+use crate::metrics::requests::{ListenerSeries, Series};
 use crate::metrics::text::Format;
 use crate::routing::Outcome;
 use crate::routing::action::Pass;
@@ -38,13 +42,46 @@ fn challenge_response(request: &Request, key_authorization: String) -> Response 
     }
 }
 
+pin_project_lite::pin_project! {
+    /// An app's answer on the fast path, counted in its series when it comes.
+    struct Counted<'a, F> {
+        series: Option<&'a Series>,
+        started: Instant,
+        #[pin]
+        serving: F,
+    }
+}
+
+impl<F: Future<Output = Response>> Future for Counted<'_, F> {
+    type Output = (Response, Option<Completion>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.serving.poll(cx));
+        if let Some(series) = this.series {
+            series.record(response.status, Some(this.started.elapsed()));
+        }
+        Poll::Ready((response, None))
+    }
+}
+
 impl Generation {
     /// Serves a request that arrived on the listener `address`; the completion, if any,
     /// logs it once the response is written.
-    pub async fn serve(&self, address: &str, request: Request) -> (Response, Option<Completion>) {
+    ///
+    /// A plain function returning the future rather than an `async fn`: the common case
+    /// is the app's own future with its count around it, so no layer here holds the
+    /// request or a copy of the app's future (the whole future is moved on every
+    /// request, and each async layer would add both).
+    pub fn serve<'a>(
+        &'a self,
+        address: &str,
+        request: Request,
+    ) -> impl Future<Output = (Response, Option<Completion>)> + Send + use<'a> {
+        let answer = |response| Either::Left(std::future::ready((response, None)));
         let Some(served) = self.listeners.get(address) else {
             // The listener was removed while this request was on its way.
-            return (http::error_response(503), None);
+            return answer(http::error_response(503));
         };
         let (pass, series) = (&served.pass, &served.series);
         if let Some(challenges) = &self.challenges
@@ -52,22 +89,23 @@ impl Generation {
         {
             let response = challenge_response(&request, key_authorization);
             series.unserved().record(response.status, None);
-            return (response, None);
+            return answer(response);
         }
         // The common case goes straight to the app, with nothing to derive or keep.
         if let (Pass::Application(index), None, None) = (pass, &self.access_log, &self.telemetry) {
             let Some((_, app)) = self.applications.get(*index) else {
-                return (http::error_response(500), None);
+                return answer(http::error_response(500));
             };
-            let started = Instant::now();
-            let response = app.serve(request).await;
-            if let Some(series) = series.application(*index) {
-                series.record(response.status, Some(started.elapsed()));
-            }
-            return (response, None);
+            return Either::Right(Either::Left(Counted {
+                series: series.application(*index),
+                started: Instant::now(),
+                serving: app.serve(request),
+            }));
         }
-        // Boxed, so that the fast path's future (moved on every request) stays small.
-        Box::pin(self.dispatch(pass, series, request)).await
+        // Boxed, so that the fast path's future stays small.
+        let dispatch: Pin<Box<dyn Future<Output = _> + Send + 'a>> =
+            Box::pin(self.dispatch(pass, series, request));
+        Either::Right(Either::Right(dispatch))
     }
 
     /// Routes a request, serves it, and applies what the acting step says to the answer.
