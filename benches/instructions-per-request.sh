@@ -46,7 +46,8 @@ instructions_per_request() {
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
         "$1" --statedir "$dir/state" --config "$dir/config.json" 2>"$dir/wharf.log" &
     pid=$!
-    for _ in $(seq 1200); do curl -fs "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.25; done
+    # Under valgrind the module's compilation takes many times longer.
+    wait_for "http://127.0.0.1:$port/" 300
     send "$port" 200
     vgdb --pid="$pid" instrumentation on >/dev/null 2>&1
     send "$port" "$requests"

@@ -17,8 +17,8 @@ install_if_missing() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# wait_for URL: until it answers (up to 30 s).
-wait_for() { for _ in $(seq 300); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+# wait_for URL [SECONDS]: until it answers (up to SECONDS, default 30).
+wait_for() { for _ in $(seq $((${2:-30} * 10))); do curl -fs "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 # rps URL: requests/s of wrk -t2 -c64 for $seconds.
 rps() { wrk -t2 -c64 -d"${seconds}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
